@@ -39,6 +39,7 @@ MAN_PAGES   := $(sort $(wildcard man/man1/*.1 man/man5/*.5))
 .PHONY: all test demo deps install uninstall conformance fuzz gpu-check bench clean check-cuda unit-tests
 .SUFFIXES:
 .DELETE_ON_ERROR:
+.SECONDARY:
 
 all: check-cuda lib/libllmux.a kernels/libllmk.a $(PROGRAMS)
 

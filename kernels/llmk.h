@@ -14,7 +14,8 @@
 extern "C" {
 #endif
 
-/* CPU features the dispatcher uses, read once. */
+/* CPU features the dispatcher uses, read once. The environment variable
+ * LLMK_CPU=avx2|scalar hides the wider ones (for tests and benchmarks). */
 typedef struct {
     int avx2, f16c, fma, avx512f, avx512bw, avx512bf16, avx512vnni;
 } llmk_cpu_features;

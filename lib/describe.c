@@ -30,7 +30,7 @@ static json_t *float_json(double v)
 static int tensor_stats(const llm_st_tensor *t, llmk_stats *s)
 {
     enum { CHUNK = 1 << 16 };
-    if (t->quant || (t->dtype != LLM_F32 && t->dtype != LLM_F16 && t->dtype != LLM_BF16 && t->dtype != LLM_F64))
+    if (t->quant || (t->dtype != LLM_F32 && t->dtype != LLM_F16 && t->dtype != LLM_BF16))
         return 0;
     float *buf = malloc(CHUNK * sizeof *buf);
     if (!buf) return 0;
@@ -44,13 +44,7 @@ static int tensor_stats(const llm_st_tensor *t, llmk_stats *s)
         const void *src = p + done * esize;
         if (t->dtype == LLM_F32) memcpy(buf, src, n * 4);
         else if (t->dtype == LLM_F16) llmk_f16_to_f32(buf, src, n);
-        else if (t->dtype == LLM_BF16) llmk_bf16_to_f32(buf, src, n);
-        else
-            for (size_t i = 0; i < n; i++) {
-                double d;
-                memcpy(&d, (const char *)src + 8 * i, 8);
-                buf[i] = (float)d;
-            }
+        else llmk_bf16_to_f32(buf, src, n);
         llmk_stats part;
         llmk_stats_f32(&part, buf, n);
         s->count += part.count;

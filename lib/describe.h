@@ -10,7 +10,7 @@
 /* {"file","format":"safetensors","file_bytes","header_bytes","metadata":{..},
  *  "tensor_count","parameter_count","tensors":[{"name","dtype","shape",
  *  "data_offsets","bytes"[,"quantization"][,"stats"]}]} in data order.
- * With stats, float tensors (F16, BF16, F32, F64) get
+ * With stats, F16, BF16 and F32 tensors get
  * {"min","max","mean","rms","nan","inf"} over their finite values. */
 json_t *llm_describe_safetensors(const llm_st_file *f, const char *path, int with_stats);
 
