@@ -75,6 +75,12 @@ build/t/%: t/helpers/%.c lib/libllmux.a kernels/libllmk.a
 	@mkdir -p build/t
 	$(CC) $(ALL_CFLAGS) $< lib/libllmux.a kernels/libllmk.a $(LDLIBS) -o $@
 
+build/bench/%: bench/%.c lib/libllmux.a kernels/libllmk.a
+	@mkdir -p build/bench
+	$(CC) $(ALL_CFLAGS) $< lib/libllmux.a kernels/libllmk.a $(LDLIBS) -o $@
+
+BENCH_BIN := $(patsubst bench/%.c,build/bench/%,$(sort $(wildcard bench/*.c)))
+
 unit-tests: $(UNIT_BIN) $(HELPER_BIN)
 
 # ---- dependencies: Debian packages, installed only when missing ----
@@ -94,7 +100,7 @@ fuzz: deps all
 gpu-check: deps all
 	@t/gpu/check
 
-bench: deps all
+bench: deps all $(BENCH_BIN)
 	@bench/run
 
 demo: deps all unit-tests
@@ -104,8 +110,7 @@ demo: deps all unit-tests
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/man/man5
 	install -m 755 $(PROGRAMS) $(DESTDIR)$(PREFIX)/bin/
-	install -m 644 $(wildcard man/man1/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
-	install -m 644 $(wildcard man/man5/*.5) $(DESTDIR)$(PREFIX)/share/man/man5/
+	for page in $(MAN_PAGES); do install -m 644 $$page $(DESTDIR)$(PREFIX)/share/man/$${page#man/}; done
 
 uninstall:
 	rm -f $(patsubst bin/%,$(DESTDIR)$(PREFIX)/bin/%,$(PROGRAMS))

@@ -17,11 +17,20 @@ static int progress_forced;
 
 const char *llm_progname(void) { return progname; }
 
+/* Messages are one line: control bytes that came from input (a tensor name
+ * with a newline, an escape sequence) are shown escaped, never acted on. */
 static void vmessage(const char *kind, const char *fmt, va_list ap)
 {
+    char text[2048];
+    vsnprintf(text, sizeof text, fmt, ap);
     fflush(stdout);
     fprintf(stderr, "%s: %s", progname, kind);
-    vfprintf(stderr, fmt, ap);
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '\n') fputs("\\n", stderr);
+        else if (*p == '\t') fputs("\\t", stderr);
+        else if (*p < 0x20 || *p == 0x7f) fprintf(stderr, "\\x%02x", *p);
+        else fputc(*p, stderr);
+    }
     fputc('\n', stderr);
 }
 
@@ -317,6 +326,7 @@ void llm_progress_update(llm_progress *p, uint64_t done)
 
 void llm_progress_end(llm_progress *p)
 {
-    if (p->shown) fputs("\r\033[K", stderr);
+    /* erase the line on a terminal; elsewhere (--progress into a log) end it */
+    if (p->shown) fputs(isatty(STDERR_FILENO) ? "\r\033[K" : "\n", stderr);
     p->shown = 0;
 }

@@ -17,6 +17,7 @@ struct llm_st_file {
     uint64_t *shapes;          /* all shapes, back to back */
     uint64_t *quant_shapes;    /* (count * LLM_QUANT_MAX_DIMS) logical shapes of quantized blobs */
     const llm_st_tensor **by_name;  /* (count) sorted by name */
+    int has_meta;              /* "__metadata__" present, perhaps empty */
     size_t nmeta;
     const char **meta_keys, **meta_values;  /* (nmeta) sorted by key */
 };
@@ -111,6 +112,7 @@ static int parse_tensor(llm_st_file *f, const char *fname, const char *name, jso
 static int parse_metadata(llm_st_file *f, const char *fname, json_t *meta, llm_err *err)
 {
     if (!json_is_object(meta)) return llm_errf(err, "%s: __metadata__ is not an object", fname);
+    f->has_meta = 1;
     f->nmeta = json_object_size(meta);
     f->meta_keys = calloc(f->nmeta + 1, sizeof *f->meta_keys);
     f->meta_values = calloc(f->nmeta + 1, sizeof *f->meta_values);
@@ -275,6 +277,7 @@ uint64_t llm_st_file_size(const llm_st_file *f) { return f->size; }
 size_t llm_st_count(const llm_st_file *f) { return f->count; }
 const llm_st_tensor *llm_st_at(const llm_st_file *f, size_t i) { return i < f->count ? &f->tensors[i] : NULL; }
 size_t llm_st_meta_count(const llm_st_file *f) { return f->nmeta; }
+int llm_st_has_metadata(const llm_st_file *f) { return f->has_meta; }
 const char *llm_st_meta_key(const llm_st_file *f, size_t i) { return i < f->nmeta ? f->meta_keys[i] : NULL; }
 const char *llm_st_meta_value(const llm_st_file *f, size_t i) { return i < f->nmeta ? f->meta_values[i] : NULL; }
 

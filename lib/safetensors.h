@@ -53,7 +53,9 @@ size_t llm_st_count(const llm_st_file *f);
 const llm_st_tensor *llm_st_at(const llm_st_file *f, size_t i);
 const llm_st_tensor *llm_st_find(const llm_st_file *f, const char *name);
 
-/* __metadata__, keys sorted. llm_st_meta returns NULL when absent. */
+/* __metadata__, keys sorted. llm_st_meta returns NULL when absent.
+ * llm_st_has_metadata tells an empty "__metadata__": {} from none at all. */
+int llm_st_has_metadata(const llm_st_file *f);
 size_t llm_st_meta_count(const llm_st_file *f);
 const char *llm_st_meta_key(const llm_st_file *f, size_t i);
 const char *llm_st_meta_value(const llm_st_file *f, size_t i);
@@ -72,6 +74,9 @@ void llm_st_writer_free(llm_st_writer *w);
 /* Sets (or replaces) a metadata string. "quantization" is reserved: it is
  * written from llm_st_writer_add_quant calls. */
 int llm_st_writer_meta(llm_st_writer *w, const char *key, const char *value, llm_err *err);
+/* Writes "__metadata__": {} even when no key is set (the Python package does
+ * for metadata={}); by default an empty metadata map is left out. */
+void llm_st_writer_always_metadata(llm_st_writer *w);
 int llm_st_writer_add(llm_st_writer *w, const char *name, llm_dtype dtype, size_t ndim,
                       const uint64_t *shape, const void *data, uint64_t nbytes, llm_err *err);
 /* Adds a quantized tensor: a U8 blob of llm_quant_nbytes(q, ndim, shape) bytes. */

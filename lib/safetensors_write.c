@@ -21,6 +21,7 @@ struct llm_st_writer {
     size_t count, cap;
     char **keys, **values;
     size_t nmeta;
+    int always_metadata;
 };
 
 llm_st_writer *llm_st_writer_new(void) { return calloc(1, sizeof(llm_st_writer)); }
@@ -35,6 +36,8 @@ void llm_st_writer_free(llm_st_writer *w)
     free(w->values);
     free(w);
 }
+
+void llm_st_writer_always_metadata(llm_st_writer *w) { w->always_metadata = 1; }
 
 int llm_st_writer_meta(llm_st_writer *w, const char *key, const char *value, llm_err *err)
 {
@@ -195,7 +198,7 @@ static int build_header(llm_st_writer *w, entry **order, llm_strbuf *hdr, llm_er
 
     llm_sb_puts(hdr, "{");
     int first = 1;
-    if (nmeta) {
+    if (nmeta || w->always_metadata) {
         llm_sb_puts(hdr, "\"__metadata__\":{");
         for (size_t i = 0; i < nmeta; i++) {
             if (i) llm_sb_puts(hdr, ",");

@@ -41,6 +41,9 @@ int llm_sr_is_token_field(const llm_stream_reader *r, const char *key, size_t ke
 /* Next record: 1 and *rec (valid until the next call), 0 at a clean end (the
  * end record, its count checked, then end of file), -1 on error. */
 int llm_sr_next(llm_stream_reader *r, const msgpack_object **rec, llm_err *err);
+/* After llm_sr_next returned 0: the end record as read (a map), valid until
+ * llm_sr_close; NULL before. */
+const msgpack_object *llm_sr_end(const llm_stream_reader *r);
 /* Byte offset of the record most recently returned (or being read). */
 uint64_t llm_sr_offset(const llm_stream_reader *r);
 uint64_t llm_sr_records(const llm_stream_reader *r);  /* records returned so far */

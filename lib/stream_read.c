@@ -198,6 +198,7 @@ const msgpack_object *llm_sr_header(const llm_stream_reader *r) { return &r->hea
 int llm_sr_token_width(const llm_stream_reader *r) { return r->token_width; }
 uint64_t llm_sr_offset(const llm_stream_reader *r) { return r->rec_offset; }
 uint64_t llm_sr_records(const llm_stream_reader *r) { return r->records; }
+const msgpack_object *llm_sr_end(const llm_stream_reader *r) { return r->state == ENDED ? &r->rec.data : NULL; }
 
 const char *llm_sr_kind(const llm_stream_reader *r)
 {
@@ -241,11 +242,25 @@ int llm_sr_next(llm_stream_reader *r, const msgpack_object **rec, llm_err *err)
             return llm_errf(err, "%s: end record at byte %llu counts %llu records, the stream has %llu", r->name, at,
                             (unsigned long long)n, (unsigned long long)r->records);
         r->state = ENDED;
+        /* r->rec (the end record, see llm_sr_end) stays valid: fill only reads
+         * here when every byte is consumed, so it writes over nothing but
+         * what a read past the end brings in, and that is an error */
         if (r->start == r->end && !r->eof && fill(r, 0, err) < 0) return -1;
         if (r->start != r->end)
             return llm_errf(err, "%s: data after the end record, at byte %llu", r->name,
                             (unsigned long long)(r->buf_offset + r->start));
         return 0;
+    }
+    /* token fields must be bin of whole tokens, wherever they are read later */
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+        if (!llm_sr_is_token_field(r, k->via.str.ptr, k->via.str.size)) continue;
+        if (v->type != MSGPACK_OBJECT_BIN)
+            return llm_errf(err, "%s: record at byte %llu: token field '%.*s' is not bin", r->name, at,
+                            (int)k->via.str.size, k->via.str.ptr);
+        if (v->via.bin.size % (uint32_t)r->token_width)
+            return llm_errf(err, "%s: record at byte %llu: token field '%.*s' has %u bytes, not a multiple of the token width %d",
+                            r->name, at, (int)k->via.str.size, k->via.str.ptr, v->via.bin.size, r->token_width);
     }
     r->records++;
     *rec = o;

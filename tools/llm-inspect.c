@@ -99,19 +99,18 @@ static void inspect_stream(int fd, const char *name)
     if (llm_sr_open(&r, fd, name, (size_t)max_record, &err)) llm_die_err(&err);
     print_json(llm_describe_record(r, llm_sr_header(r)), JSON_COMPACT);
     const msgpack_object *rec;
-    int got;
+    int got = 0;
     int64_t n = 0;
+    llm_progress progress;
+    llm_progress_start(&progress, name, 0);
     while ((head < 0 || n < head) && (got = llm_sr_next(r, &rec, &err)) == 1) {
         print_json(llm_describe_record(r, rec), JSON_COMPACT);
-        n++;
+        llm_progress_update(&progress, (uint64_t)++n);
     }
+    llm_progress_end(&progress);
     if (head < 0 || n < head) {
         if (got < 0) llm_die_err(&err);
-        /* the end record, as it was read */
-        json_t *end = json_object();
-        json_object_set_new(end, "type", json_string("end"));
-        json_object_set_new(end, "records", json_integer((json_int_t)llm_sr_records(r)));
-        print_json(end, JSON_COMPACT);
+        print_json(llm_describe_record(r, llm_sr_end(r)), JSON_COMPACT);   /* the end record as read */
     }
     llm_sr_close(r);
 }

@@ -84,6 +84,7 @@ static int copy(const char *in, const char *out)
     llm_st_file *f;
     if (llm_st_open(in, &f, &err)) llm_die_err(&err);
     llm_st_writer *w = llm_st_writer_new();
+    if (llm_st_has_metadata(f)) llm_st_writer_always_metadata(w);
     for (size_t i = 0; i < llm_st_meta_count(f); i++)
         if (strcmp(llm_st_meta_key(f, i), "quantization") &&
             llm_st_writer_meta(w, llm_st_meta_key(f, i), llm_st_meta_value(f, i), &err))
