@@ -115,6 +115,12 @@ int llm_atomic_commit(llm_atomic *a, llm_err *err)
         llm_atomic_abort(a);
         return -1;
     }
+    /* make the rename itself durable: fsync the directory that holds it */
+    const char *slash = strrchr(a->path, '/');
+    char *dir = slash ? strndup(a->path, (size_t)(slash - a->path) + 1) : strdup(".");
+    int dfd = dir ? open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC) : -1;
+    if (dfd >= 0) { fsync(dfd); close(dfd); }
+    free(dir);
     unregister_tmp(a);
     free(a->tmp); a->tmp = NULL;
     free(a->path); a->path = NULL;

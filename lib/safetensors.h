@@ -65,7 +65,8 @@ const char *llm_st_meta(const llm_st_file *f, const char *key);
  * Tensors are laid out as the safetensors crate lays them out (by dtype,
  * widest first, then by name) and the header is padded with spaces to a
  * multiple of 8, so a file we write from the same tensors and metadata is
- * byte-identical to one the Python package writes (metadata keys sorted).
+ * byte-identical to one the Python package writes whenever the metadata has
+ * at most one key (we sort metadata keys; the crate writes them in hash order).
  * Data pointers are borrowed until llm_st_writer_write returns. */
 typedef struct llm_st_writer llm_st_writer;
 
