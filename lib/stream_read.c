@@ -62,7 +62,10 @@ static long fill(llm_stream_reader *r, size_t want, llm_err *err)
         r->end -= r->start;
         r->start = 0;
     }
-    size_t need = r->end + 65536 > want ? r->end + 65536 : want;
+    /* grow at most twofold per read, so that a record declaring a huge
+     * length in a short file costs memory only as its bytes arrive */
+    size_t need = r->end + 65536, doubled = r->cap > 65536 ? 2 * r->cap : 131072;
+    if (want > need) need = want < doubled ? want : doubled;
     if (need > r->cap) {
         size_t cap = r->cap ? r->cap : 65536;
         while (cap < need) cap *= 2;
