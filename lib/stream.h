@@ -29,6 +29,10 @@ typedef struct llm_stream_reader llm_stream_reader;
 
 /* Reads and checks the header record. max_record 0 means the default. */
 int llm_sr_open(llm_stream_reader **out, int fd, const char *name, size_t max_record, llm_err *err);
+/* The same, for a caller that already read the first `n` bytes of fd (to
+ * sniff the format): they are read as if still in the file. */
+int llm_sr_open_prefixed(llm_stream_reader **out, int fd, const char *name, size_t max_record, const void *prefix,
+                         size_t n, llm_err *err);
 void llm_sr_close(llm_stream_reader *r);   /* does not close fd */
 
 /* The header (a map), valid until llm_sr_close. */

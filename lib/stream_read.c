@@ -174,9 +174,24 @@ static int read_header(llm_stream_reader *r, llm_err *err)
 
 int llm_sr_open(llm_stream_reader **out, int fd, const char *name, size_t max_record, llm_err *err)
 {
+    return llm_sr_open_prefixed(out, fd, name, max_record, NULL, 0, err);
+}
+
+int llm_sr_open_prefixed(llm_stream_reader **out, int fd, const char *name, size_t max_record, const void *prefix,
+                         size_t n, llm_err *err)
+{
     *out = NULL;
     llm_stream_reader *r = calloc(1, sizeof *r);
-    if (!r || !(r->name = strdup(name))) { free(r); return llm_errf(err, "%s: out of memory", name); }
+    if (!r || !(r->name = strdup(name)) || (n && !(r->buf = malloc(n + 65536)))) {
+        if (r) free(r->name);
+        free(r);
+        return llm_errf(err, "%s: out of memory", name);
+    }
+    if (n) {
+        memcpy(r->buf, prefix, n);
+        r->cap = n + 65536;
+        r->end = n;
+    }
     r->fd = fd;
     r->max_record = max_record ? max_record : LLM_STREAM_MAX_RECORD_DEFAULT;
     msgpack_unpacked_init(&r->rec);

@@ -1,0 +1,285 @@
+#include "encode_pool.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BATCH_BYTES (1u << 20)
+#define BATCH_DOCS 4096
+
+typedef struct {
+    size_t text_off, text_len, origin_off;
+    json_t *record;
+    size_t ids_off, nids;     /* into the batch's ids / mask */
+    char *error;
+} doc_slot;
+
+enum { FREE, FILLING, READY, WORKING, DONE };
+
+typedef struct {
+    int state;
+    uint64_t first_index;
+    doc_slot *docs;
+    size_t ndocs, cap_docs;
+    char *bytes;              /* texts and origins, back to back */
+    size_t nbytes, cap_bytes;
+    llm_ids ids;
+    uint8_t *mask;
+    size_t mask_cap;
+} batch;
+
+struct llm_encpool {
+    const llm_tokenizer *tok;
+    int flags, instruct, threads;
+    llm_emit_fn emit;
+    void *ctx;
+    batch *batches;
+    int nbatches;
+    int fill, next_work, next_emit;   /* ring positions */
+    uint64_t submitted;
+    pthread_t *workers;
+    llm_tok_scratch *scratch;      /* threads == 1: the caller's thread encodes */
+    llm_chat_segments segs;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int stopping;
+    int failed;
+    llm_err err;
+};
+
+static int push_bytes(batch *b, const char *p, size_t n, size_t *off)
+{
+    if (b->nbytes + n + 1 > b->cap_bytes) {
+        size_t cap = b->cap_bytes ? b->cap_bytes : BATCH_BYTES + 4096;
+        while (cap < b->nbytes + n + 1) cap *= 2;
+        char *nb = realloc(b->bytes, cap);
+        if (!nb) return -1;
+        b->bytes = nb;
+        b->cap_bytes = cap;
+    }
+    *off = b->nbytes;
+    if (n) memcpy(b->bytes + b->nbytes, p, n);
+    b->bytes[b->nbytes + n] = 0;
+    b->nbytes += n + 1;
+    return 0;
+}
+
+static int mask_reserve(batch *b, size_t n)
+{
+    if (n <= b->mask_cap) return 0;
+    size_t cap = b->mask_cap ? b->mask_cap : 65536;
+    while (cap < n) cap *= 2;
+    uint8_t *m = realloc(b->mask, cap);
+    if (!m) return -1;
+    b->mask = m;
+    b->mask_cap = cap;
+    return 0;
+}
+
+/* Encodes one instruction record's segments; fills ids and mask. */
+static int encode_record(const llm_encpool *p, llm_tok_scratch *s, llm_chat_segments *segs, batch *b,
+                         const json_t *record, llm_err *err)
+{
+    llm_chat_segments_reset(segs);
+    if (llm_chat_render((llm_chat_format)p->instruct, record, segs, err)) return -1;
+    for (size_t i = 0; i < segs->count; i++) {
+        const llm_chat_segment *g = &segs->seg[i];
+        size_t before = b->ids.n;
+        if (g->eos) {
+            uint32_t eos;
+            if (llm_tok_eos(p->tok, &eos)) return llm_errf(err, "the tokenizer has no end-of-sequence token");
+            if (llm_ids_push(&b->ids, eos)) return llm_errf(err, "out of memory");
+        }
+        if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, g->special ? LLM_TOK_ALLOW_SPECIAL : 0, &b->ids, err))
+            return -1;
+        if (mask_reserve(b, b->ids.n)) return llm_errf(err, "out of memory");
+        memset(b->mask + before, g->trained ? 1 : 0, b->ids.n - before);
+    }
+    return 0;
+}
+
+static void encode_batch(llm_encpool *p, batch *b, llm_tok_scratch *s, llm_chat_segments *segs)
+{
+    b->ids.n = 0;
+    for (size_t i = 0; i < b->ndocs; i++) {
+        doc_slot *d = &b->docs[i];
+        llm_err err;
+        d->ids_off = b->ids.n;
+        int rc = p->instruct >= 0 ? encode_record(p, s, segs, b, d->record, &err)
+                                  : llm_tok_encode(p->tok, s, b->bytes + d->text_off, d->text_len, p->flags, &b->ids, &err);
+        if (rc) {
+            b->ids.n = d->ids_off;
+            d->error = strdup(err.msg);
+        }
+        d->nids = b->ids.n - d->ids_off;
+    }
+}
+
+static void *worker(void *arg)
+{
+    llm_encpool *p = arg;
+    llm_tok_scratch *s = llm_tok_scratch_new(p->tok);
+    llm_chat_segments segs = {0};
+    pthread_mutex_lock(&p->mu);
+    for (;;) {
+        while (!p->stopping && p->batches[p->next_work].state != READY) pthread_cond_wait(&p->cv, &p->mu);
+        if (p->batches[p->next_work].state != READY) break;
+        batch *b = &p->batches[p->next_work];
+        b->state = WORKING;
+        p->next_work = (p->next_work + 1) % p->nbatches;
+        pthread_mutex_unlock(&p->mu);
+        if (s) encode_batch(p, b, s, &segs);
+        pthread_mutex_lock(&p->mu);
+        b->state = DONE;
+        pthread_cond_broadcast(&p->cv);
+    }
+    pthread_mutex_unlock(&p->mu);
+    llm_chat_segments_free(&segs);
+    llm_tok_scratch_free(s);
+    return NULL;
+}
+
+int llm_encpool_new(llm_encpool **out, const llm_tokenizer *t, int threads, int flags, int instruct,
+                    llm_emit_fn emit, void *ctx, llm_err *err)
+{
+    *out = NULL;
+    llm_encpool *p = calloc(1, sizeof *p);
+    if (!p) return llm_errf(err, "out of memory");
+    p->tok = t;
+    p->flags = flags;
+    p->instruct = instruct;
+    p->threads = threads < 1 ? 1 : threads;
+    p->emit = emit;
+    p->ctx = ctx;
+    p->nbatches = p->threads == 1 ? 1 : 2 * p->threads + 1;
+    p->batches = calloc((size_t)p->nbatches, sizeof *p->batches);
+    if (!p->batches) { free(p); return llm_errf(err, "out of memory"); }
+    pthread_mutex_init(&p->mu, NULL);
+    pthread_cond_init(&p->cv, NULL);
+    if (p->threads > 1) {
+        p->workers = calloc((size_t)p->threads, sizeof *p->workers);
+        for (int i = 0; i < p->threads; i++)
+            if (!p->workers || pthread_create(&p->workers[i], NULL, worker, p)) {
+                p->threads = i;   /* those started are joined by free */
+                llm_encpool_free(p);
+                return llm_errf(err, "cannot start encoding threads");
+            }
+    }
+    *out = p;
+    return 0;
+}
+
+/* Emits batch b (DONE) in order and frees it for reuse. Caller holds no lock. */
+static int emit_batch(llm_encpool *p, batch *b, llm_err *err)
+{
+    for (size_t i = 0; i < b->ndocs && !p->failed; i++) {
+        doc_slot *d = &b->docs[i];
+        llm_encoded e = {b->first_index + i, b->bytes + d->origin_off, b->ids.v + d->ids_off, d->nids,
+                         p->instruct >= 0 ? b->mask + d->ids_off : NULL, d->text_len, d->error};
+        if (p->emit(p->ctx, &e, &p->err)) p->failed = 1;
+    }
+    for (size_t i = 0; i < b->ndocs; i++) {
+        free(b->docs[i].error);
+        json_decref(b->docs[i].record);
+    }
+    b->ndocs = 0;
+    b->nbytes = 0;
+    if (p->failed) { *err = p->err; return -1; }
+    return 0;
+}
+
+/* Hands the filling batch to the workers (or encodes it here), then emits
+ * whatever is done in order; waits only when every batch is busy. */
+static int flush(llm_encpool *p, int wait_all, llm_err *err)
+{
+    batch *f = &p->batches[p->fill];
+    if (f->state == FILLING) {
+        if (p->threads == 1) {
+            if (!p->scratch && !(p->scratch = llm_tok_scratch_new(p->tok))) return llm_errf(err, "out of memory");
+            encode_batch(p, f, p->scratch, &p->segs);
+            f->state = DONE;
+        } else {
+            pthread_mutex_lock(&p->mu);
+            f->state = READY;
+            pthread_cond_broadcast(&p->cv);
+            pthread_mutex_unlock(&p->mu);
+        }
+        p->fill = (p->fill + 1) % p->nbatches;
+    }
+    for (;;) {
+        batch *e = &p->batches[p->next_emit];
+        pthread_mutex_lock(&p->mu);
+        int pending = e->state == READY || e->state == WORKING;
+        int must_wait = pending && (wait_all || p->batches[p->fill].state != FREE);
+        while (must_wait && e->state != DONE) pthread_cond_wait(&p->cv, &p->mu);
+        int done = e->state == DONE;
+        pthread_mutex_unlock(&p->mu);
+        if (!done) return 0;
+        if (emit_batch(p, e, err)) return -1;
+        pthread_mutex_lock(&p->mu);
+        e->state = FREE;
+        pthread_mutex_unlock(&p->mu);
+        p->next_emit = (p->next_emit + 1) % p->nbatches;
+    }
+}
+
+int llm_encpool_submit(llm_encpool *p, const char *text, size_t len, const json_t *record, const char *origin,
+                       llm_err *err)
+{
+    if (p->failed) { *err = p->err; return -1; }
+    batch *b = &p->batches[p->fill];
+    if (b->state == FREE) {
+        b->state = FILLING;
+        b->first_index = p->submitted;
+    }
+    if (b->ndocs == b->cap_docs) {
+        size_t cap = b->cap_docs ? 2 * b->cap_docs : 256;
+        doc_slot *d = realloc(b->docs, cap * sizeof *d);
+        if (!d) return llm_errf(err, "out of memory");
+        b->docs = d;
+        b->cap_docs = cap;
+    }
+    doc_slot *d = &b->docs[b->ndocs];
+    memset(d, 0, sizeof *d);
+    if (push_bytes(b, text ? text : "", text ? len : 0, &d->text_off) || push_bytes(b, origin, strlen(origin), &d->origin_off))
+        return llm_errf(err, "out of memory");
+    d->text_len = text ? len : 0;
+    if (record) d->record = json_incref((json_t *)record);
+    b->ndocs++;
+    p->submitted++;
+    if (b->nbytes >= BATCH_BYTES || b->ndocs >= BATCH_DOCS) return flush(p, 0, err);
+    return 0;
+}
+
+int llm_encpool_finish(llm_encpool *p, llm_err *err)
+{
+    if (p->failed) { *err = p->err; return -1; }
+    return flush(p, 1, err);
+}
+
+void llm_encpool_free(llm_encpool *p)
+{
+    if (!p) return;
+    if (p->workers) {
+        pthread_mutex_lock(&p->mu);
+        p->stopping = 1;
+        pthread_cond_broadcast(&p->cv);
+        pthread_mutex_unlock(&p->mu);
+        for (int i = 0; i < p->threads; i++) pthread_join(p->workers[i], NULL);
+        free(p->workers);
+    }
+    for (int i = 0; i < p->nbatches; i++) {
+        batch *b = &p->batches[i];
+        for (size_t k = 0; k < b->ndocs; k++) { free(b->docs[k].error); json_decref(b->docs[k].record); }
+        free(b->docs);
+        free(b->bytes);
+        llm_ids_free(&b->ids);
+        free(b->mask);
+    }
+    free(p->batches);
+    llm_tok_scratch_free(p->scratch);
+    llm_chat_segments_free(&p->segs);
+    pthread_mutex_destroy(&p->mu);
+    pthread_cond_destroy(&p->cv);
+    free(p);
+}
