@@ -3,6 +3,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #define NONE UINT32_MAX
 
@@ -347,56 +348,6 @@ int llm_bpe_encode_ref(const llm_bpe *cb, const unsigned char *piece, size_t n, 
     return rc ? llm_errf(err, "out of memory") : 0;
 }
 
-/* Heap entry: a candidate merge of the symbol at `pos` with its right
- * neighbour, valid while both still hold the ids it was made from. */
-typedef struct {
-    uint32_t rank, pos, left, right;
-} cand;
-
-static int cand_less(const cand *a, const cand *b) { return a->rank != b->rank ? a->rank < b->rank : a->pos < b->pos; }
-
-typedef struct {
-    cand *v;
-    size_t n, cap;
-} heap;
-
-static int heap_push(heap *h, cand c)
-{
-    if (h->n == h->cap) {
-        size_t cap = h->cap ? 2 * h->cap : 256;
-        cand *v = realloc(h->v, cap * sizeof *v);
-        if (!v) return -1;
-        h->v = v;
-        h->cap = cap;
-    }
-    size_t i = h->n++;
-    while (i > 0) {
-        size_t parent = (i - 1) / 2;
-        if (!cand_less(&c, &h->v[parent])) break;
-        h->v[i] = h->v[parent];
-        i = parent;
-    }
-    h->v[i] = c;
-    return 0;
-}
-
-static cand heap_pop(heap *h)
-{
-    cand top = h->v[0], last = h->v[--h->n];
-    size_t i = 0;
-    for (;;) {
-        size_t l = 2 * i + 1, r = l + 1, m = i;
-        const cand *mc = &last;
-        if (l < h->n && cand_less(&h->v[l], mc)) { m = l; mc = &h->v[l]; }
-        if (r < h->n && cand_less(&h->v[r], mc)) { m = r; }
-        if (m == i) break;
-        h->v[i] = h->v[m];
-        i = m;
-    }
-    if (h->n) h->v[i] = last;
-    return top;
-}
-
 #define CACHE_SLOTS 4096
 #define CACHE_PIECE 24
 #define CACHE_IDS 12
@@ -407,11 +358,40 @@ typedef struct {
     uint32_t ids[CACHE_IDS];
 } cache_slot;
 
+/* The long-piece queue: candidate merges grouped by rank. A binary heap
+ * holds only the distinct ranks present (few, so it stays in cache); each
+ * rank's bucket holds the positions of its candidates, taken in position
+ * order. A merge of rank r creates pairs of other ranks only (their tokens
+ * are longer than r's), so a bucket does not grow while it is being drained;
+ * a new pair of lower rank is taken before the rest of the bucket. */
+typedef struct {
+    uint32_t pos, left, right, result;   /* the pair it was made from, to check it still stands */
+} cand;
+
+typedef struct {
+    uint32_t rank;
+    cand *pos;
+    size_t n, cap, next;     /* entries [next, n) are still to take */
+    int unsorted;
+} bucket;
+
+/* One symbol of a long piece: its id (NONE once merged into its left
+ * neighbour) and its neighbours, together so that a visit costs one cache
+ * line (and one TLB entry) rather than three. */
+typedef struct {
+    uint32_t sym, next, prev;
+} node;
+
 struct llm_bpe_scratch {
     llm_ids syms;
-    uint32_t *next, *prev;   /* linked list over symbol positions */
-    size_t list_cap;
-    heap h;
+    node *nodes;             /* long pieces: the symbols as a linked list */
+    size_t nodes_cap;
+    uint32_t *ranks;         /* heap of distinct ranks */
+    size_t nranks, ranks_cap;
+    bucket *buckets;         /* in use: [0, nbuckets) */
+    size_t nbuckets, buckets_cap;
+    uint32_t *slot;          /* open addressing: rank -> bucket index + 1 (0 = empty) */
+    size_t slot_cap;
     cache_slot *cache;
 };
 
@@ -426,11 +406,101 @@ void llm_bpe_scratch_free(llm_bpe_scratch *s)
 {
     if (!s) return;
     llm_ids_free(&s->syms);
-    free(s->next);
-    free(s->prev);
-    free(s->h.v);
+    free(s->nodes);
+    free(s->ranks);
+    for (size_t i = 0; i < s->buckets_cap; i++) free(s->buckets[i].pos);
+    free(s->buckets);
+    free(s->slot);
     free(s->cache);
     free(s);
+}
+
+static int rank_heap_push(llm_bpe_scratch *s, uint32_t r)
+{
+    if (s->nranks == s->ranks_cap) {
+        size_t cap = s->ranks_cap ? 2 * s->ranks_cap : 256;
+        uint32_t *v = realloc(s->ranks, cap * sizeof *v);
+        if (!v) return -1;
+        s->ranks = v;
+        s->ranks_cap = cap;
+    }
+    size_t i = s->nranks++;
+    while (i > 0 && s->ranks[(i - 1) / 2] > r) {
+        s->ranks[i] = s->ranks[(i - 1) / 2];
+        i = (i - 1) / 2;
+    }
+    s->ranks[i] = r;
+    return 0;
+}
+
+static void rank_heap_pop(llm_bpe_scratch *s)
+{
+    uint32_t last = s->ranks[--s->nranks];
+    size_t i = 0;
+    for (;;) {
+        size_t l = 2 * i + 1, m = i;
+        uint32_t mv = last;
+        if (l < s->nranks && s->ranks[l] < mv) { m = l; mv = s->ranks[l]; }
+        if (l + 1 < s->nranks && s->ranks[l + 1] < mv) m = l + 1;
+        if (m == i) break;
+        s->ranks[i] = s->ranks[m];
+        i = m;
+    }
+    if (s->nranks) s->ranks[i] = last;
+}
+
+static size_t slot_of(const llm_bpe_scratch *s, uint32_t r)
+{
+    return (size_t)mix(r) & (s->slot_cap - 1);
+}
+
+/* The bucket of rank r, made (and its rank queued) when new. */
+static bucket *bucket_for(llm_bpe_scratch *s, uint32_t r)
+{
+    size_t h = slot_of(s, r);
+    for (; s->slot[h]; h = (h + 1) & (s->slot_cap - 1))
+        if (s->buckets[s->slot[h] - 1].rank == r) {
+            bucket *b = &s->buckets[s->slot[h] - 1];
+            if (b->next == b->n && rank_heap_push(s, r)) return NULL;   /* drained earlier: queue again */
+            return b;
+        }
+    if (s->nbuckets == s->buckets_cap) {
+        size_t cap = s->buckets_cap ? 2 * s->buckets_cap : 256;
+        bucket *nb = realloc(s->buckets, cap * sizeof *nb);
+        if (!nb) return NULL;
+        memset(nb + s->buckets_cap, 0, (cap - s->buckets_cap) * sizeof *nb);
+        s->buckets = nb;
+        s->buckets_cap = cap;
+    }
+    bucket *b = &s->buckets[s->nbuckets++];
+    b->rank = r;
+    b->n = b->next = 0;
+    b->unsorted = 0;
+    s->slot[h] = (uint32_t)s->nbuckets;
+    if (rank_heap_push(s, r)) return NULL;
+    return b;
+}
+
+static int candidate(llm_bpe_scratch *s, uint32_t r, cand c)
+{
+    bucket *b = bucket_for(s, r);
+    if (!b) return -1;
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 16;
+        cand *p = realloc(b->pos, cap * sizeof *p);
+        if (!p) return -1;
+        b->pos = p;
+        b->cap = cap;
+    }
+    if (b->n > b->next && c.pos < b->pos[b->n - 1].pos) b->unsorted = 1;
+    b->pos[b->n++] = c;
+    return 0;
+}
+
+static int cmp_cand(const void *a, const void *b)
+{
+    uint32_t x = ((const cand *)a)->pos, y = ((const cand *)b)->pos;
+    return x < y ? -1 : x > y;
 }
 
 /* Short pieces: the reference loop, keeping the rank of each adjacent pair so
@@ -459,49 +529,86 @@ static void merge_small(const llm_bpe *b, uint32_t *sym, size_t *count)
     *count = n;
 }
 
-/* Long pieces: a heap of candidate merges over a linked list. */
+/* Memory for the node list of a long piece: 2 MB pages where the kernel
+ * gives them on request, since the merges visit the list all over. */
+static node *node_alloc(size_t count)
+{
+    size_t bytes = count * sizeof(node);
+    if (bytes < (4u << 20)) return malloc(bytes);
+    size_t huge = 2u << 20, rounded = (bytes + huge - 1) / huge * huge;
+    void *p;
+    if (posix_memalign(&p, huge, rounded)) return NULL;
+    madvise(p, rounded, MADV_HUGEPAGE);
+    return p;
+}
+
+/* Long pieces: candidate merges in the rank queue above, over a linked list
+ * of symbols. A candidate is stale when the pair at its position is no longer
+ * the one it was made from. */
 static int merge_large(const llm_bpe *b, llm_bpe_scratch *s, uint32_t *sym, size_t *count)
 {
     size_t n = *count;
-    if (n > s->list_cap) {
-        uint32_t *nx = realloc(s->next, n * sizeof *nx), *pv = realloc(s->prev, n * sizeof *pv);
-        if (nx) s->next = nx;
-        if (pv) s->prev = pv;
-        if (!nx || !pv) return -1;
-        s->list_cap = n;
+    if (n > s->nodes_cap) {
+        free(s->nodes);
+        s->nodes_cap = 0;
+        if (!(s->nodes = node_alloc(n))) return -1;
+        s->nodes_cap = n;
     }
-    uint32_t *next = s->next, *prev = s->prev;
-    heap *h = &s->h;
-    h->n = 0;
-    for (size_t i = 0; i < n; i++) {
-        next[i] = i + 1 < n ? (uint32_t)(i + 1) : NONE;
-        prev[i] = i ? (uint32_t)(i - 1) : NONE;
-        uint32_t result;
-        if (i + 1 < n) {
-            uint32_t r = rank_of(b, sym[i], sym[i + 1], &result);
-            if (r != NONE && heap_push(h, (cand){r, (uint32_t)i, sym[i], sym[i + 1]})) return -1;
+    /* distinct ranks are at most the vocabulary: size the table by that, not n */
+    size_t distinct = n < b->ntok ? n : b->ntok, want = 1024;
+    while (want < 2 * distinct) want *= 2;
+    if (want > s->slot_cap) {
+        uint32_t *sl = realloc(s->slot, want * sizeof *sl);
+        if (!sl) return -1;
+        s->slot = sl;
+        s->slot_cap = want;
+    }
+    memset(s->slot, 0, s->slot_cap * sizeof *s->slot);
+    s->nbuckets = 0;
+    s->nranks = 0;
+    node *nd = s->nodes;
+    uint32_t result;
+    for (size_t i = 0; i < n; i++)
+        nd[i] = (node){sym[i], i + 1 < n ? (uint32_t)(i + 1) : NONE, i ? (uint32_t)(i - 1) : NONE};
+    for (size_t i = 0; i + 1 < n; i++) {
+        uint32_t r = rank_of(b, sym[i], sym[i + 1], &result);
+        if (r != NONE && candidate(s, r, (cand){(uint32_t)i, sym[i], sym[i + 1], result})) return -1;
+    }
+    while (s->nranks) {
+        uint32_t r = s->ranks[0];
+        rank_heap_pop(s);
+        size_t h = slot_of(s, r);
+        while (s->buckets[s->slot[h] - 1].rank != r) h = (h + 1) & (s->slot_cap - 1);
+        size_t bi = s->slot[h] - 1;
+        if (s->buckets[bi].unsorted) {
+            bucket *bk = &s->buckets[bi];
+            qsort(bk->pos + bk->next, bk->n - bk->next, sizeof *bk->pos, cmp_cand);
+            bk->unsorted = 0;
+        }
+        while (s->buckets[bi].next < s->buckets[bi].n) {
+            if (s->nranks && s->ranks[0] < r) {          /* a lower rank appeared: it goes first */
+                if (rank_heap_push(s, r)) return -1;
+                break;
+            }
+            cand c = s->buckets[bi].pos[s->buckets[bi].next++];
+            uint32_t pos = c.pos, right = nd[pos].next;
+            if (nd[pos].sym != c.left || right == NONE || nd[right].sym != c.right) continue;   /* stale */
+            nd[pos].sym = c.result;
+            nd[right].sym = NONE;
+            nd[pos].next = nd[right].next;
+            if (nd[right].next != NONE) nd[nd[right].next].prev = pos;
+            uint32_t p = nd[pos].prev, q = nd[pos].next, nr;
+            /* (candidate may grow the buckets array: index, never hold a pointer) */
+            if (p != NONE && (nr = rank_of(b, nd[p].sym, nd[pos].sym, &result)) != NONE &&
+                candidate(s, nr, (cand){p, nd[p].sym, nd[pos].sym, result}))
+                return -1;
+            if (q != NONE && (nr = rank_of(b, nd[pos].sym, nd[q].sym, &result)) != NONE &&
+                candidate(s, nr, (cand){pos, nd[pos].sym, nd[q].sym, result}))
+                return -1;
         }
     }
-    while (h->n) {
-        cand c = heap_pop(h);
-        uint32_t right = next[c.pos];
-        if (sym[c.pos] != c.left || right == NONE || sym[right] != c.right) continue;   /* stale */
-        uint32_t result;
-        rank_of(b, c.left, c.right, &result);
-        sym[c.pos] = result;
-        sym[right] = NONE;                       /* removed */
-        next[c.pos] = next[right];
-        if (next[right] != NONE) prev[next[right]] = c.pos;
-        uint32_t p = prev[c.pos], q = next[c.pos], r;
-        if (p != NONE && (r = rank_of(b, sym[p], sym[c.pos], &result)) != NONE &&
-            heap_push(h, (cand){r, p, sym[p], sym[c.pos]}))
-            return -1;
-        if (q != NONE && (r = rank_of(b, sym[c.pos], sym[q], &result)) != NONE &&
-            heap_push(h, (cand){r, c.pos, sym[c.pos], sym[q]}))
-            return -1;
-    }
     size_t k = 0;
-    for (uint32_t i = 0; i != NONE && i < n; i = next[i]) sym[k++] = sym[i];
+    for (uint32_t i = 0; i != NONE; i = nd[i].next) sym[k++] = nd[i].sym;
     *count = k;
     return 0;
 }

@@ -667,7 +667,7 @@ static int read_whole(llm_docsrc *s, size_t hint, size_t *len, llm_err *err)
 static int emit_text(llm_docsrc *s, llm_doc *doc, const void *p, size_t n, llm_err *err)
 {
     size_t off;
-    int v = utf8_check(p, n, &off);
+    int v = s->o.binary ? 0 : utf8_check(p, n, &off);
     if (v == 1) return fail(s, err, BAD, 0, "invalid UTF-8 at byte %zu", off);
     if (v == 2) return fail(s, err, BAD, 0, "NUL byte at byte %zu", off);
     doc->text = p;

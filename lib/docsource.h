@@ -110,6 +110,8 @@ typedef struct {
                                may then be absent or not a string (text NULL, len 0) */
     int skip_bad;           /* skip and count bad documents instead of failing */
     size_t max_doc_bytes;   /* largest document or JSON line; 0 means 1 GiB */
+    int binary;             /* text documents (not JSONL) may hold any bytes: no
+                               UTF-8 or NUL check (llm-tokenize --bytes) */
     /* Optional, with skip_bad: called with the message of each skipped
        document (the one it would have failed with), e.g. to print
        "warning: f.jsonl:7: invalid JSON: ..., skipped". */

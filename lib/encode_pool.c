@@ -12,6 +12,8 @@ typedef struct {
     json_t *record;
     size_t ids_off, nids;     /* into the batch's ids / mask */
     char *error;
+    uint64_t index;           /* the document's; the parts of a long one share it */
+    int more;                 /* more parts of this document follow */
 } doc_slot;
 
 enum { FREE, FILLING, READY, WORKING, DONE };
@@ -45,7 +47,12 @@ struct llm_encpool {
     int stopping;
     int failed;
     llm_err err;
+    llm_ids joined;            /* ids of the parts of a long document emitted so far */
+    size_t joined_bytes;
+    char *joined_error;
 };
+
+#define PART_BYTES (256u << 10)   /* a long document is cut into parts of about this size */
 
 static int push_bytes(batch *b, const char *p, size_t n, size_t *off)
 {
@@ -174,9 +181,27 @@ static int emit_batch(llm_encpool *p, batch *b, llm_err *err)
 {
     for (size_t i = 0; i < b->ndocs && !p->failed; i++) {
         doc_slot *d = &b->docs[i];
-        llm_encoded e = {b->first_index + i, b->bytes + d->origin_off, b->ids.v + d->ids_off, d->nids,
-                         p->instruct >= 0 ? b->mask + d->ids_off : NULL, d->text_len, d->error};
+        const uint32_t *ids = b->ids.v + d->ids_off;
+        size_t n = d->nids, bytes = d->text_len;
+        const char *error = d->error;
+        if (d->more || p->joined.n || p->joined_bytes || p->joined_error) {   /* a part of a long document */
+            for (size_t k = 0; k < n; k++)
+                if (llm_ids_push(&p->joined, ids[k])) { llm_errf(&p->err, "out of memory"); p->failed = 1; }
+            p->joined_bytes += bytes;
+            if (error && !p->joined_error) p->joined_error = strdup(error);
+            if (d->more) continue;
+            ids = p->joined.v;
+            n = p->joined.n;
+            bytes = p->joined_bytes;
+            error = p->joined_error;
+        }
+        llm_encoded e = {d->index, b->bytes + d->origin_off, error ? NULL : ids, error ? 0 : n,
+                         p->instruct >= 0 ? b->mask + d->ids_off : NULL, bytes, error};
         if (p->emit(p->ctx, &e, &p->err)) p->failed = 1;
+        p->joined.n = 0;
+        p->joined_bytes = 0;
+        free(p->joined_error);
+        p->joined_error = NULL;
     }
     for (size_t i = 0; i < b->ndocs; i++) {
         free(b->docs[i].error);
@@ -223,10 +248,28 @@ static int flush(llm_encpool *p, int wait_all, llm_err *err)
     }
 }
 
+static int submit_part(llm_encpool *p, const char *text, size_t len, const json_t *record, const char *origin,
+                       int more, llm_err *err);
+
 int llm_encpool_submit(llm_encpool *p, const char *text, size_t len, const json_t *record, const char *origin,
                        llm_err *err)
 {
     if (p->failed) { *err = p->err; return -1; }
+    /* a long document is cut where the tokenizer allows, so that its parts
+     * keep every thread busy; the ids are joined again when emitted */
+    while (p->threads > 1 && !record && text && len > 2 * PART_BYTES) {
+        size_t cut = llm_tok_cut_point(p->tok, p->flags, text, len, PART_BYTES);
+        if (cut >= len) break;
+        if (submit_part(p, text, cut, NULL, origin, 1, err)) return -1;
+        text += cut;
+        len -= cut;
+    }
+    return submit_part(p, text, len, record, origin, 0, err);
+}
+
+static int submit_part(llm_encpool *p, const char *text, size_t len, const json_t *record, const char *origin,
+                       int more, llm_err *err)
+{
     batch *b = &p->batches[p->fill];
     if (b->state == FREE) {
         b->state = FILLING;
@@ -245,8 +288,10 @@ int llm_encpool_submit(llm_encpool *p, const char *text, size_t len, const json_
         return llm_errf(err, "out of memory");
     d->text_len = text ? len : 0;
     if (record) d->record = json_incref((json_t *)record);
+    d->index = p->submitted;
+    d->more = more;
     b->ndocs++;
-    p->submitted++;
+    if (!more) p->submitted++;
     if (b->nbytes >= BATCH_BYTES || b->ndocs >= BATCH_DOCS) return flush(p, 0, err);
     return 0;
 }
@@ -277,6 +322,8 @@ void llm_encpool_free(llm_encpool *p)
         free(b->mask);
     }
     free(p->batches);
+    llm_ids_free(&p->joined);
+    free(p->joined_error);
     llm_tok_scratch_free(p->scratch);
     llm_chat_segments_free(&p->segs);
     pthread_mutex_destroy(&p->mu);

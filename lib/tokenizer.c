@@ -6,6 +6,7 @@
 #include "fileio.h"
 #include "pretok.h"
 #include "safetensors.h"
+#include "unicode.h"
 
 #include <jansson.h>
 #include <stdio.h>
@@ -573,6 +574,8 @@ struct llm_tok_scratch {
     llm_bpe_scratch *bpe;
     llm_pretok_scratch *pre;
     llm_strbuf norm;
+    size_t last_piece;       /* ids the last piece encoded produced (byte mode needs it) */
+    llm_strbuf unstable;
 };
 
 llm_tok_scratch *llm_tok_scratch_new(const llm_tokenizer *t)
@@ -591,6 +594,7 @@ void llm_tok_scratch_free(llm_tok_scratch *s)
     llm_bpe_scratch_free(s->bpe);
     llm_pretok_scratch_free(s->pre);
     llm_sb_free(&s->norm);
+    llm_sb_free(&s->unstable);
     free(s);
 }
 
@@ -665,7 +669,9 @@ static int encode_segment(const llm_tokenizer *t, llm_tok_scratch *s, const char
     if (t->pretok) {
         size_t pos = 0, start, end;
         while (pos < len && llm_pretok_find(t->pretok, s->pre, p, len, pos, &start, &end)) {
+            size_t before = out->n;
             if (llm_bpe_encode(t->bpe, s->bpe, (const unsigned char *)p + start, end - start, out, err)) return -1;
+            s->last_piece = out->n - before;
             pos = end;
         }
         return 0;
@@ -679,7 +685,10 @@ static int encode_segment(const llm_tokenizer *t, llm_tok_scratch *s, const char
             }
         return 0;
     }
-    return llm_bpe_encode(t->bpe, s->bpe, (const unsigned char *)p, len, out, err);
+    size_t before = out->n;
+    int rc = llm_bpe_encode(t->bpe, s->bpe, (const unsigned char *)p, len, out, err);
+    s->last_piece = out->n - before;
+    return rc;
 }
 
 static int is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -697,9 +706,62 @@ static const added_token *added_at(const llm_tokenizer *t, const char *text, siz
     return best;
 }
 
+size_t llm_tok_cut_point(const llm_tokenizer *t, int flags, const char *text, size_t n, size_t target)
+{
+    if (flags || !t->pretok || !strcmp(llm_pretok_engine(t->pretok), "pcre2") || t->nnorms || t->metaspace ||
+        t->add_prefix_space || t->dec_metaspace)
+        return n;
+    size_t limit = n - target > (1u << 20) ? target + (1u << 20) : n;
+    for (size_t i = target < 2 ? 2 : target; i < limit; i++) {
+        unsigned char before = (unsigned char)text[i - 2], c = (unsigned char)text[i] | 0x20;
+        if (text[i - 1] == '\n' && before > ' ' && before < 0x7f && c >= 'a' && c <= 'z') return i;
+    }
+    return n;
+}
+
+static int token_is_all_space(const llm_tokenizer *t, uint32_t id)
+{
+    size_t len;
+    const unsigned char *p = llm_bpe_token(t->bpe, id, &len);
+    if (!p) return 0;
+    for (size_t i = 0; i < len; i++)
+        if (p[i] != ' ' && p[i] != '\n' && p[i] != '\t') return 0;
+    return 1;
+}
+
+/* Byte mode past the first invalid byte at v: tiktoken's _encode_bytes. The
+ * valid prefix is encoded as usual; then the ids of its last piece (widened
+ * over preceding all-whitespace tokens, as tiktoken does) are taken back and
+ * their bytes, with everything from v on, encoded as one piece. */
+static int encode_bytes_tail(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, size_t v,
+                             llm_ids *out, llm_err *err)
+{
+    size_t doc_start = out->n;
+    s->last_piece = 0;
+    if (encode_segment(t, s, text, v, 1, out, err)) return -1;
+    size_t lp = out->n > doc_start ? s->last_piece : 0;
+    if (lp && token_is_all_space(t, out->v[out->n - lp]))
+        while (lp < out->n - doc_start && token_is_all_space(t, out->v[out->n - lp - 1])) lp++;
+    s->unstable.len = 0;
+    if (llm_tok_decode(t, out->v + out->n - lp, lp, &s->unstable, err)) return -1;
+    out->n -= lp;
+    llm_sb_add(&s->unstable, text + v, n - v);
+    if (s->unstable.failed) return llm_errf(err, "out of memory");
+    return llm_bpe_encode(t->bpe, s->bpe, (const unsigned char *)s->unstable.data, s->unstable.len, out, err);
+}
+
 int llm_tok_encode(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, int flags, llm_ids *out,
                    llm_err *err)
 {
+    if (flags & LLM_TOK_BYTES) {
+        size_t v = llm_utf8_valid_prefix(text, n);
+        if (v < n) {
+            if (t->nnorms || t->metaspace || t->add_prefix_space || t->dec_metaspace)
+                return llm_errf(err, "invalid UTF-8 at byte %zu, and this tokenizer reads only text", v);
+            return encode_bytes_tail(t, s, text, n, v, out, err);
+        }
+        flags &= ~LLM_TOK_ALLOW_SPECIAL;
+    }
     if (flags & LLM_TOK_ADD_SPECIAL)
         for (size_t i = 0; i < t->tpl_prefix.n; i++)
             if (llm_ids_push(out, t->tpl_prefix.v[i])) return llm_errf(err, "out of memory");

@@ -53,9 +53,22 @@ enum {
     LLM_TOK_ALLOW_SPECIAL = 1,  /* added and special tokens in the text become their ids
                                    (tokenizers' encode; tiktoken's allowed_special="all") */
     LLM_TOK_ADD_SPECIAL = 2,    /* apply the post-processor's template (BOS/EOS) */
+    LLM_TOK_BYTES = 4,          /* the text may be any bytes (byte-level tokenizers without
+                                   normalizers): from the first invalid UTF-8 byte on, the
+                                   last piece before it and all the rest are one BPE piece,
+                                   as tiktoken's _encode_bytes does; no special matching */
 };
 
-/* Appends the ids of text[0..n) (valid UTF-8) to out. */
+/* Where a long text may be cut so that encoding the parts one after another
+ * gives exactly the ids of the whole: the first position at or after
+ * `target` just past a "\n" that follows a visible ASCII character and
+ * precedes an ASCII letter (a piece boundary for every built-in pattern).
+ * Returns n when there is none within 1 MiB, or when the tokenizer or flags
+ * do not allow cutting (normalizers, SentencePiece text, special tokens,
+ * a pattern that is not one of the built-in ones). */
+size_t llm_tok_cut_point(const llm_tokenizer *t, int flags, const char *text, size_t n, size_t target);
+
+/* Appends the ids of text[0..n) (valid UTF-8 unless LLM_TOK_BYTES) to out. */
 int llm_tok_encode(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, int flags, llm_ids *out,
                    llm_err *err);
 

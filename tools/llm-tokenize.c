@@ -19,7 +19,7 @@
 #include <unistd.h>
 
 static const char *tok_path, *encoding, *format, *field, *out_path, *chat_name, *separator = "\n";
-static int skip_bad, allow_special, add_special, instruct, jsonl_stdin;
+static int skip_bad, allow_special, add_special, instruct, jsonl_stdin, bytes_mode;
 static int64_t threads = 0, vocab_size = 0;
 static llm_strlist specials;
 static uint64_t max_doc;
@@ -36,6 +36,7 @@ static const llm_opt encode_opts[] = {
     {"add-special", 0, LLM_OPT_FLAG, &add_special, NULL, "add the tokenizer's BOS/EOS template to each document", 0, 0},
     {"instruct", 0, LLM_OPT_FLAG, &instruct, NULL, "JSONL instruction data (prompt/response or messages) with a loss mask", 0, 0},
     {"chat-template", 0, LLM_OPT_STR, &chat_name, "NAME", "chatml, llama2, llama3 or none (default: from tokenizer_config.json)", 0, 0},
+    {"bytes", 0, LLM_OPT_FLAG, &bytes_mode, NULL, "documents are any bytes, invalid UTF-8 included (byte-level tokenizers)", 0, 0},
     {"skip-bad", 0, LLM_OPT_FLAG, &skip_bad, NULL, "skip bad documents and report how many", 0, 0},
     {"max-doc", 0, LLM_OPT_SIZE, &max_doc, "SIZE", "largest document (default 1G)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -189,10 +190,11 @@ static int run_encode(int nfiles, char **files)
     }
 
     llm_docsrc_opts dopts = {.jsonl_stdin = jsonl_stdin || instruct, .field = field, .keep_json = instruct,
-                             .skip_bad = skip_bad, .max_doc_bytes = (size_t)max_doc};
+                             .skip_bad = skip_bad, .max_doc_bytes = (size_t)max_doc, .binary = bytes_mode};
     llm_docsrc *src;
     if (llm_docsrc_open(&src, (const char *const *)files, (size_t)nfiles, &dopts, &err)) llm_die_err(&err);
-    int flags = (allow_special ? LLM_TOK_ALLOW_SPECIAL : 0) | (add_special ? LLM_TOK_ADD_SPECIAL : 0);
+    int flags = (allow_special ? LLM_TOK_ALLOW_SPECIAL : 0) | (add_special ? LLM_TOK_ADD_SPECIAL : 0) |
+                (bytes_mode ? LLM_TOK_BYTES : 0);
     llm_encpool *pool;
     if (llm_encpool_new(&pool, t, nthreads, flags, instruct ? chat_format() : -1, emit, &k, &err)) llm_die_err(&err);
     llm_progress_start(&k.progress, "documents", 0);
