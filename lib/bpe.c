@@ -66,7 +66,7 @@ struct llm_bpe {
     size_t arena_len, arena_cap;
     uint64_t *tok_off;               /* (ntok) offset << 24 | length; UINT64_MAX = undefined */
     size_t ntok, tok_cap;
-    uint32_t *index;                 /* open addressing: bytes -> id (NONE = empty) */
+    uint64_t *index;                 /* open addressing: bytes -> hash tag << 32 | id (UINT64_MAX = empty) */
     size_t index_cap, index_used;
     pair_slot *pairs;
     size_t pair_cap, pair_used;
@@ -107,17 +107,15 @@ const unsigned char *llm_bpe_token(const llm_bpe *b, uint32_t id, size_t *n)
 static int index_grow(llm_bpe *b)
 {
     size_t cap = b->index_cap ? 2 * b->index_cap : 1024;
-    uint32_t *idx = malloc(cap * sizeof *idx);
+    uint64_t *idx = malloc(cap * sizeof *idx);
     if (!idx) return -1;
     memset(idx, 0xff, cap * sizeof *idx);
     for (size_t i = 0; i < b->index_cap; i++) {
-        uint32_t id = b->index[i];
-        if (id == NONE) continue;
-        size_t n;
-        const unsigned char *p = llm_bpe_token(b, id, &n);
-        size_t h = (size_t)hash_bytes(p, n) & (cap - 1);
-        while (idx[h] != NONE) h = (h + 1) & (cap - 1);
-        idx[h] = id;
+        uint64_t e = b->index[i];
+        if (e == UINT64_MAX) continue;
+        size_t h = (size_t)(e >> 32) & (cap - 1);
+        while (idx[h] != UINT64_MAX) h = (h + 1) & (cap - 1);
+        idx[h] = e;
     }
     free(b->index);
     b->index = idx;
@@ -125,13 +123,17 @@ static int index_grow(llm_bpe *b)
     return 0;
 }
 
+/* The slot's tag is the low 32 bits of the hash, so a probe that meets
+ * another key usually rejects it without touching the token bytes. */
 int llm_bpe_lookup(const llm_bpe *b, const void *bytes, size_t n, uint32_t *id)
 {
     if (!b->index_cap) return -1;
-    size_t h = (size_t)hash_bytes(bytes, n) & (b->index_cap - 1);
-    for (;; h = (h + 1) & (b->index_cap - 1)) {
-        uint32_t cand = b->index[h];
-        if (cand == NONE) return -1;
+    uint64_t hv = hash_bytes(bytes, n), tag = hv & 0xffffffffu;
+    for (size_t h = (size_t)tag & (b->index_cap - 1);; h = (h + 1) & (b->index_cap - 1)) {
+        uint64_t e = b->index[h];
+        if (e == UINT64_MAX) return -1;
+        if (e >> 32 != tag) continue;
+        uint32_t cand = (uint32_t)e;
         size_t m;
         const unsigned char *p = llm_bpe_token(b, cand, &m);
         if (m == n && !memcmp(p, bytes, n)) { *id = cand; return 0; }
@@ -168,9 +170,10 @@ int llm_bpe_set_token(llm_bpe *b, uint32_t id, const void *bytes, size_t n, llm_
     b->arena_len += n;
     if (id >= b->ntok) b->ntok = (size_t)id + 1;
     if ((b->index_used + 1) * 2 > b->index_cap && index_grow(b)) return llm_errf(err, "out of memory");
-    size_t h = (size_t)hash_bytes(bytes, n) & (b->index_cap - 1);
-    while (b->index[h] != NONE) h = (h + 1) & (b->index_cap - 1);
-    b->index[h] = id;
+    uint64_t tag = hash_bytes(bytes, n) & 0xffffffffu;
+    size_t h = (size_t)tag & (b->index_cap - 1);
+    while (b->index[h] != UINT64_MAX) h = (h + 1) & (b->index_cap - 1);
+    b->index[h] = tag << 32 | id;
     b->index_used++;
     b->prepared = 0;
     return 0;
@@ -189,23 +192,29 @@ static const pair_slot *pair_find(const llm_bpe *b, uint32_t left, uint32_t righ
     }
 }
 
+static int pair_reserve(llm_bpe *b, size_t want)
+{
+    if (want * 2 <= b->pair_cap) return 0;
+    size_t cap = b->pair_cap ? b->pair_cap : 4096;
+    while (cap < want * 2) cap *= 2;
+    pair_slot *p = malloc(cap * sizeof *p);
+    if (!p) return -1;
+    for (size_t i = 0; i < cap; i++) p[i].key = UINT64_MAX;
+    for (size_t i = 0; i < b->pair_cap; i++) {
+        if (b->pairs[i].key == UINT64_MAX) continue;
+        size_t h = pair_hash(b->pairs[i].key, cap);
+        while (p[h].key != UINT64_MAX) h = (h + 1) & (cap - 1);
+        p[h] = b->pairs[i];
+    }
+    free(b->pairs);
+    b->pairs = p;
+    b->pair_cap = cap;
+    return 0;
+}
+
 static int pair_insert(llm_bpe *b, uint32_t left, uint32_t right, uint32_t rank, uint32_t result)
 {
-    if ((b->pair_used + 1) * 2 > b->pair_cap) {
-        size_t cap = b->pair_cap ? 2 * b->pair_cap : 4096;
-        pair_slot *p = malloc(cap * sizeof *p);
-        if (!p) return -1;
-        for (size_t i = 0; i < cap; i++) p[i].key = UINT64_MAX;
-        for (size_t i = 0; i < b->pair_cap; i++) {
-            if (b->pairs[i].key == UINT64_MAX) continue;
-            size_t h = pair_hash(b->pairs[i].key, cap);
-            while (p[h].key != UINT64_MAX) h = (h + 1) & (cap - 1);
-            p[h] = b->pairs[i];
-        }
-        free(b->pairs);
-        b->pairs = p;
-        b->pair_cap = cap;
-    }
+    if ((b->pair_used + 1) * 2 > b->pair_cap && pair_reserve(b, 2 * b->pair_used + 2)) return -1;
     uint64_t key = (uint64_t)left << 32 | right;
     size_t h = pair_hash(key, b->pair_cap);
     while (b->pairs[h].key != UINT64_MAX && b->pairs[h].key != key) h = (h + 1) & (b->pair_cap - 1);
@@ -237,6 +246,8 @@ int llm_bpe_add_merge(llm_bpe *b, uint32_t left, uint32_t right, uint32_t rank, 
 
 int llm_bpe_merges_from_ranks(llm_bpe *b, llm_err *err)
 {
+    /* about two splits into tokens per token in the tiktoken vocabularies */
+    if (pair_reserve(b, b->pair_used + 3 * b->ntok)) return llm_errf(err, "out of memory");
     for (uint32_t id = 0; id < b->ntok; id++) {
         size_t n;
         const unsigned char *p = llm_bpe_token(b, id, &n);
