@@ -601,7 +601,10 @@ static int merge_large(const llm_bpe *b, llm_bpe_scratch *s, uint32_t *sym, size
                 if (rank_heap_push(s, r)) return -1;
                 break;
             }
-            cand c = s->buckets[bi].pos[s->buckets[bi].next++];
+            bucket *bk = &s->buckets[bi];
+            /* the positions ahead are known: fetch their nodes while this one is merged */
+            if (bk->next + 8 < bk->n) __builtin_prefetch(&nd[bk->pos[bk->next + 8].pos]);
+            cand c = bk->pos[bk->next++];
             uint32_t pos = c.pos, right = nd[pos].next;
             if (nd[pos].sym != c.left || right == NONE || nd[right].sym != c.right) continue;   /* stale */
             nd[pos].sym = c.result;
