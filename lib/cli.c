@@ -148,7 +148,8 @@ void llm_cli_help(const llm_cmd *cmd)
             printf("  %-26s %s\n", label, o->help);
         }
     if (cmd->footer) printf("\n%s\n", cmd->footer);
-    printf("\nExit status: 0 ok, 1 runtime error, 2 usage error.  See %s(1).\n", cmd->name);
+    /* a subcommand ("llm-tokenize decode") is documented in its program's page */
+    printf("\nExit status: 0 ok, 1 runtime error, 2 usage error.  See %.*s(1).\n", (int)strcspn(cmd->name, " "), cmd->name);
 }
 
 /* ---- parsing ---- */

@@ -83,22 +83,28 @@ static int mask_reserve(batch *b, size_t n)
     return 0;
 }
 
-/* Encodes one instruction record's segments; fills ids and mask. */
+/* Encodes one instruction record's segments; fills ids and mask, and the
+ * bytes of rendered text in *bytes. A special segment is exactly one token,
+ * which the tokenizer must have. */
 static int encode_record(const llm_encpool *p, llm_tok_scratch *s, llm_chat_segments *segs, batch *b,
-                         const json_t *record, llm_err *err)
+                         const json_t *record, size_t *bytes, llm_err *err)
 {
     llm_chat_segments_reset(segs);
     if (llm_chat_render((llm_chat_format)p->instruct, record, segs, err)) return -1;
+    *bytes = 0;
     for (size_t i = 0; i < segs->count; i++) {
         const llm_chat_segment *g = &segs->seg[i];
         size_t before = b->ids.n;
-        if (g->eos) {
-            uint32_t eos;
-            if (llm_tok_eos(p->tok, &eos)) return llm_errf(err, "the tokenizer has no end-of-sequence token");
-            if (llm_ids_push(&b->ids, eos)) return llm_errf(err, "out of memory");
-        }
-        if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, g->special ? LLM_TOK_ALLOW_SPECIAL : 0, &b->ids, err))
+        *bytes += g->len;
+        if (g->eos || g->special) {
+            uint32_t id;
+            if (g->eos && llm_tok_eos(p->tok, &id)) return llm_errf(err, "the tokenizer has no end-of-sequence token");
+            if (g->special && llm_tok_special(p->tok, g->text, &id))
+                return llm_errf(err, "the chat template's token '%s' is not in the tokenizer", g->text);
+            if (llm_ids_push(&b->ids, id)) return llm_errf(err, "out of memory");
+        } else if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, 0, &b->ids, err)) {
             return -1;
+        }
         if (mask_reserve(b, b->ids.n)) return llm_errf(err, "out of memory");
         memset(b->mask + before, g->trained ? 1 : 0, b->ids.n - before);
     }
@@ -112,7 +118,7 @@ static void encode_batch(llm_encpool *p, batch *b, llm_tok_scratch *s, llm_chat_
         doc_slot *d = &b->docs[i];
         llm_err err;
         d->ids_off = b->ids.n;
-        int rc = p->instruct >= 0 ? encode_record(p, s, segs, b, d->record, &err)
+        int rc = p->instruct >= 0 ? encode_record(p, s, segs, b, d->record, &d->text_len, &err)
                                   : llm_tok_encode(p->tok, s, b->bytes + d->text_off, d->text_len, p->flags, &b->ids, &err);
         if (rc) {
             b->ids.n = d->ids_off;

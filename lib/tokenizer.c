@@ -537,9 +537,15 @@ int llm_tok_load(const char *path, const char *encoding, llm_tokenizer **out, ll
     llm_mapped m;
     if (llm_map_file(&m, path, err)) return -1;
     int rc;
-    if (m.size && m.data[0] == '{') {
-        rc = llm_tok_from_json((const char *)m.data, m.size, path, out, err);
-    } else if (m.size >= 9 && m.data[8] == '{') {
+    size_t ws = 0;   /* tokenizer.json may start with a BOM or white space */
+    if (m.size >= 3 && !memcmp(m.data, "\xef\xbb\xbf", 3)) ws = 3;
+    while (ws < m.size && (m.data[ws] == ' ' || m.data[ws] == '\t' || m.data[ws] == '\n' || m.data[ws] == '\r')) ws++;
+    uint64_t header_len = 0;
+    for (int i = 7; i >= 0 && m.size >= 8; i--) header_len = header_len << 8 | m.data[i];
+    int safetensors = m.size >= 9 && m.data[8] == '{' && header_len <= m.size - 8;
+    if (!safetensors && ws < m.size && m.data[ws] == '{') {
+        rc = llm_tok_from_json((const char *)m.data + ws, m.size - ws, path, out, err);
+    } else if (safetensors) {
         llm_st_file *f;
         rc = llm_st_open_mem(m.data, m.size, path, &f, err);
         if (!rc) {
@@ -736,7 +742,7 @@ static int token_is_all_space(const llm_tokenizer *t, uint32_t id)
 static int encode_bytes_tail(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, size_t v,
                              llm_ids *out, llm_err *err)
 {
-    size_t doc_start = out->n;
+    size_t doc_start = out->n;   /* (after the template's prefix, which is never taken back) */
     s->last_piece = 0;
     if (encode_segment(t, s, text, v, 1, out, err)) return -1;
     size_t lp = out->n > doc_start ? s->last_piece : 0;
@@ -753,18 +759,20 @@ static int encode_bytes_tail(const llm_tokenizer *t, llm_tok_scratch *s, const c
 int llm_tok_encode(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, int flags, llm_ids *out,
                    llm_err *err)
 {
+    size_t invalid_at = n;
     if (flags & LLM_TOK_BYTES) {
-        size_t v = llm_utf8_valid_prefix(text, n);
-        if (v < n) {
-            if (t->nnorms || t->metaspace || t->add_prefix_space || t->dec_metaspace)
-                return llm_errf(err, "invalid UTF-8 at byte %zu, and this tokenizer reads only text", v);
-            return encode_bytes_tail(t, s, text, n, v, out, err);
-        }
+        invalid_at = llm_utf8_valid_prefix(text, n);
+        if (invalid_at < n && (t->nnorms || t->metaspace || t->add_prefix_space || t->dec_metaspace))
+            return llm_errf(err, "invalid UTF-8 at byte %zu, and this tokenizer reads only text", invalid_at);
         flags &= ~LLM_TOK_ALLOW_SPECIAL;
     }
     if (flags & LLM_TOK_ADD_SPECIAL)
         for (size_t i = 0; i < t->tpl_prefix.n; i++)
             if (llm_ids_push(out, t->tpl_prefix.v[i])) return llm_errf(err, "out of memory");
+    if (invalid_at < n) {
+        if (encode_bytes_tail(t, s, text, n, invalid_at, out, err)) return -1;
+        n = 0;   /* all of it encoded: only the template's suffix is left */
+    }
     size_t seg = 0;
     int first = 1;
     if (flags & LLM_TOK_ALLOW_SPECIAL) {

@@ -46,7 +46,7 @@ static const llm_cmd encode_cmd = {
     .name = "llm-tokenize",
     .summary = "text to tokens, tokens to text, and tokenizer training",
     .synopsis = "-t TOK [--format stream|ids|count] [-j N] [FILE...]\n"
-                "decode -t TOK [FILE]\n"
+                "decode -t TOK [--separator STR] [FILE]\n"
                 "train --vocab-size N [--pattern NAME] [--special TOKEN]... -o tokenizer.json FILE...",
     .opts = encode_opts,
     .footer = "FILE: text (one document), NAME.jsonl (a document per line), a directory (recursively),\n"
@@ -123,13 +123,32 @@ static int emit(void *ctx, const llm_encoded *d, llm_err *err)
     return 0;
 }
 
+static const char *const rank_encodings[] = {"gpt2", "r50k_base", "p50k_base", "cl100k_base", "o200k_base"};
+
+static void warn_skipped(void *ctx, const char *msg)
+{
+    (void)ctx;
+    llm_warning("%s; skipped", msg);
+}
+
+static void report_skipped(uint64_t n)
+{
+    if (n) llm_warning("skipped %llu bad document%s", (unsigned long long)n, n == 1 ? "" : "s");
+}
+
 static llm_tokenizer *load_tokenizer(void)
 {
     if (!tok_path) llm_usage_error("no tokenizer: give -t TOK");
-    if (encoding && !llm_pretok_named_pattern(encoding)) llm_usage_error("unknown --pattern '%s'", encoding);
+    if (encoding) {
+        size_t i = 0, n = sizeof rank_encodings / sizeof rank_encodings[0];
+        while (i < n && strcmp(rank_encodings[i], encoding)) i++;
+        if (i == n) llm_usage_error("--pattern '%s' is not an encoding of rank files (gpt2, r50k_base, p50k_base, cl100k_base, o200k_base)", encoding);
+    }
     llm_tokenizer *t;
     llm_err err;
     if (llm_tok_load(tok_path, encoding, &t, &err)) llm_die_err(&err);
+    if (encoding && !strncmp(llm_tok_name(t), "tokenizer.json:", 15))
+        llm_warning("%s: --pattern applies to rank files only; ignored", tok_path);
     return t;
 }
 
@@ -163,6 +182,8 @@ static int run_encode(int nfiles, char **files)
     else if (!strcmp(format, "count")) k.fmt = 2;
     else llm_usage_error("--format must be stream, ids or count, not '%s'", format);
     if (instruct && k.fmt == 1) llm_usage_error("--instruct needs --format stream (the mask travels in the stream)");
+    if (instruct && (bytes_mode || allow_special || add_special))
+        llm_usage_error("--instruct takes its special tokens from the chat template: no --bytes, --allow-special or --add-special");
     int nthreads = threads ? (int)threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     llm_err err;
 
@@ -190,7 +211,8 @@ static int run_encode(int nfiles, char **files)
     }
 
     llm_docsrc_opts dopts = {.jsonl_stdin = jsonl_stdin || instruct, .field = field, .keep_json = instruct,
-                             .skip_bad = skip_bad, .max_doc_bytes = (size_t)max_doc, .binary = bytes_mode};
+                             .skip_bad = skip_bad, .max_doc_bytes = (size_t)max_doc, .binary = bytes_mode,
+                             .on_skip = warn_skipped};
     llm_docsrc *src;
     if (llm_docsrc_open(&src, (const char *const *)files, (size_t)nfiles, &dopts, &err)) llm_die_err(&err);
     int flags = (allow_special ? LLM_TOK_ALLOW_SPECIAL : 0) | (add_special ? LLM_TOK_ADD_SPECIAL : 0) |
@@ -201,7 +223,12 @@ static int run_encode(int nfiles, char **files)
     llm_doc doc;
     int r;
     while ((r = llm_docsrc_next(src, &doc, &err)) == 1) {
-        if (instruct && !doc.json) llm_die("%s: not a JSON record", doc.origin);
+        if (instruct && !doc.json) {
+            if (!skip_bad) llm_die("%s: not a JSON record (--instruct reads JSON lines)", doc.origin);
+            llm_warning("%s: not a JSON record; skipped", doc.origin);
+            k.bad++;
+            continue;
+        }
         if (llm_encpool_submit(pool, doc.text, doc.len, instruct ? doc.json : NULL, doc.origin, &err)) break;
     }
     if (r < 0 || llm_encpool_finish(pool, &err)) {
@@ -229,7 +256,7 @@ static int run_encode(int nfiles, char **files)
         if (llm_atomic_commit(&out, &err)) llm_die_err(&err);
         /* the FILE wrapping the renamed descriptor is left open: its fd is closed */
     }
-    if (k.bad) llm_warning("skipped %llu bad documents", (unsigned long long)k.bad);
+    report_skipped(k.bad);
     llm_tok_free(t);
     return 0;
 }
@@ -252,17 +279,19 @@ static int run_decode(int nfiles, char **files)
     llm_err err;
     llm_strbuf text = {0};
     uint64_t ndocs = 0;
-    /* ids lines start with '[', streams with a msgpack map */
+    /* ids lines start with '[' (after white space), streams with a msgpack map */
     unsigned char first;
-    ssize_t got = read(fd, &first, 1);
+    ssize_t got;
+    uint64_t lineno = 1;
+    while ((got = read(fd, &first, 1)) == 1 && (first == ' ' || first == '\t' || first == '\r' || first == '\n'))
+        if (first == '\n') lineno++;
     if (got < 0) llm_die("%s: %s", name, strerror(errno));
     if (got == 0) return 0;
-    if (first == '[' || first == ' ' || first == '\n') {
+    if (first == '[') {
         llm_strbuf line = {0};
         llm_sb_add(&line, &first, 1);
         FILE *in = fdopen(fd, "r");
         if (!in) llm_die("%s: %s", name, strerror(errno));
-        uint64_t lineno = 1;
         llm_ids ids = {0};
         for (int c;;) {
             c = fgetc(in);
@@ -295,6 +324,10 @@ static int run_decode(int nfiles, char **files)
     } else {
         llm_stream_reader *r;
         if (llm_sr_open_prefixed(&r, fd, name, 0, &first, 1, &err)) llm_die_err(&err);
+        const msgpack_object *tk = llm_mp_get(llm_sr_header(r), "tokenizer");
+        if (tk && tk->type == MSGPACK_OBJECT_STR && !llm_mp_str_eq(tk, llm_tok_name(t)))
+            llm_die("%s: the stream was tokenized with '%.*s', not with %s ('%s')", name, (int)tk->via.str.size,
+                    tk->via.str.ptr, tok_path, llm_tok_name(t));
         const msgpack_object *rec;
         uint32_t *ids = NULL;
         size_t cap = 0, n;
@@ -331,7 +364,7 @@ static int run_train(int nfiles, char **files)
     if (llm_pretok_new(&p, pattern, &err)) llm_die_err(&err);
     llm_bpe_trainer *tr = llm_bpe_trainer_new(p);
     if (!tr) llm_die("out of memory");
-    llm_docsrc_opts dopts = {.field = field, .skip_bad = skip_bad};
+    llm_docsrc_opts dopts = {.field = field, .skip_bad = skip_bad, .on_skip = warn_skipped};
     llm_docsrc *src;
     if (llm_docsrc_open(&src, (const char *const *)files, (size_t)nfiles, &dopts, &err)) llm_die_err(&err);
     llm_doc doc;
@@ -344,7 +377,7 @@ static int run_train(int nfiles, char **files)
     }
     llm_progress_end(&progress);
     if (r < 0) llm_die_err(&err);
-    if (llm_docsrc_skipped(src)) llm_warning("skipped %llu bad documents", (unsigned long long)llm_docsrc_skipped(src));
+    report_skipped(llm_docsrc_skipped(src));
     llm_docsrc_close(src);
     llm_strbuf json = {0};
     if (llm_bpe_trainer_finish(tr, (size_t)vocab_size, specials.items, (size_t)specials.count, pattern, &json, &err))
