@@ -651,7 +651,7 @@ int llm_bpe_encode(const llm_bpe *cb, llm_bpe_scratch *s, const unsigned char *p
     else if (merge_large(b, s, s->syms.v, &count)) return llm_errf(err, "out of memory");
     for (size_t i = 0; i < count; i++)
         if (llm_ids_push(out, s->syms.v[i])) return llm_errf(err, "out of memory");
-    if (slot && count <= CACHE_IDS) {
+    if (slot && count && count <= CACHE_IDS) {   /* (an empty result, all dropped, is not kept) */
         slot->len = (unsigned char)n;
         slot->nids = (unsigned char)count;
         memcpy(slot->piece, piece, n);
