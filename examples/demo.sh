@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# make demo: what llmux can do today. For now that is the foundation: write a
-# tensor file and a token stream with the library's writers, then show them
-# with llm-inspect. Later stages (tokenize, shard, train, eval, quantize,
-# generate) join here as they land.
+# make demo: what llmux can do today: train a tokenizer on a real corpus (the
+# King James Bible, from Debian's bible-kjv), tokenize the corpus into a
+# stream, show files and streams with llm-inspect. Later stages (shard,
+# train, eval, quantize, generate) join here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-out
@@ -32,3 +32,25 @@ if llm-inspect "$out/cut.stream" > /dev/null; then
     exit 1
 fi
 echo "(exit status 1, as it should be)"
+
+step "a real corpus: the King James Bible (bible-kjv)"
+bible -f "gen1:1-rev22:21" > "$out/kjv.txt"
+ls -l "$out/kjv.txt"
+head -n 2 "$out/kjv.txt"
+
+step "llm-tokenize train: a byte-level BPE with 8192 tokens, which Hugging Face tokenizers loads"
+time llm-tokenize train --vocab-size 8192 --special '<|endoftext|>' -o "$out/tokenizer.json" "$out/kjv.txt"
+jq -c '{model: .model.type, vocab: (.model.vocab | length), merges: (.model.merges | length), added: [.added_tokens[].content]}' "$out/tokenizer.json"
+
+step "llm-tokenize: the corpus as a token stream, on every core"
+time llm-tokenize -t "$out/tokenizer.json" "$out/kjv.txt" -o "$out/kjv.stream"
+llm-tokenize -t "$out/tokenizer.json" --format count "$out/kjv.txt"
+llm-inspect --head 0 "$out/kjv.stream"
+
+step "round trip: decode gives the corpus back, byte for byte"
+llm-tokenize decode -t "$out/tokenizer.json" "$out/kjv.stream" | cmp - "$out/kjv.txt" && echo "identical"
+
+step "a sentence, as ids and back"
+printf 'In the beginning God created the heaven and the earth.' > "$out/sentence.txt"
+llm-tokenize -t "$out/tokenizer.json" --format ids "$out/sentence.txt" | tee "$out/sentence.ids"
+llm-tokenize decode -t "$out/tokenizer.json" "$out/sentence.ids"; echo
