@@ -335,6 +335,32 @@ static int tar_name(const char *name)
     return n >= 4 && !strncasecmp(dot - 4, ".tar", 4);
 }
 
+/* 1 when the input starts with the magic of a compression format libarchive
+ * reads: gzip, bzip2, xz, lzma-alone is too loose to tell, zstd, lz4, lzip,
+ * compress. Reads the first bytes again (recorded for pipes). */
+static int compressed_magic(llm_docsrc *s)
+{
+    unsigned char b[6] = {0};
+    size_t n = 0;
+    if (s->regular) {
+        ssize_t r = pread(s->fd, b, sizeof b, 0);
+        n = r > 0 ? (size_t)r : 0;
+    } else {
+        n = s->hlen < sizeof b ? s->hlen : sizeof b;
+        if (n) memcpy(b, s->hist, n);
+    }
+    static const struct {
+        const char *magic;
+        size_t len;
+    } magics[] = {
+        {"\x1f\x8b", 2}, {"BZh", 3}, {"\xfd" "7zXZ\x00", 6}, {"\x28\xb5\x2f\xfd", 4},
+        {"\x04\x22\x4d\x18", 4}, {"LZIP", 4}, {"\x1f\x9d", 2},
+    };
+    for (size_t i = 0; i < sizeof magics / sizeof magics[0]; i++)
+        if (n >= magics[i].len && !memcmp(b, magics[i].magic, magics[i].len)) return 1;
+    return 0;
+}
+
 /* Classifies an opened input by content (see the top of this file). */
 static int detect(llm_docsrc *s, llm_err *err)
 {
@@ -402,9 +428,15 @@ static int detect(llm_docsrc *s, llm_err *err)
         line_reset(s);
         return 0;
     }
+    const char *why = archive_error_string(a);
+    char second[256];
+    snprintf(second, sizeof second, "%s", why ? why : "damaged or truncated compressed data");
     archive_read_free(a);
     if (s->read_errno) return llm_errf(err, "%s: read error: %s", s->name, strerror(s->read_errno));
     if (input_rewind(s, err)) return -1;
+    /* compressed data that neither reader could open (cut short, damaged) is
+     * an error, not a text document of compressed bytes */
+    if (compressed_magic(s)) return llm_errf(err, "%s: %s", s->name, second);
     s->recording = 0;
     s->state = s->regular ? ST_MAPPED : ST_WHOLE;
     return 0;
@@ -748,8 +780,9 @@ static int next_member(llm_docsrc *s, llm_doc *doc, llm_err *err)
             input_close(s);
             return 0;
         }
-        if (r == ARCHIVE_RETRY) continue;
-        if (r == ARCHIVE_FATAL) {
+        /* RETRY: libarchive skipped a damaged header (a bad tar checksum) and
+         * would carry on without that member: for us the archive is damaged */
+        if (r == ARCHIVE_FATAL || r == ARCHIVE_RETRY) {
             const char *m = archive_error_string(s->a) ? archive_error_string(s->a) : "damaged archive";
             if (s->read_errno) return llm_errf(err, "%s: read error: %s", s->name, strerror(s->read_errno));
             if (s->member) return llm_errf(err, "%s: after member '%s': %s", s->name, s->member, m);

@@ -92,6 +92,7 @@ static int encode_record(const llm_encpool *p, llm_tok_scratch *s, llm_chat_segm
     llm_chat_segments_reset(segs);
     if (llm_chat_render((llm_chat_format)p->instruct, record, segs, err)) return -1;
     *bytes = 0;
+    int after_text = 0;   /* the previous segment was text: this one continues it */
     for (size_t i = 0; i < segs->count; i++) {
         const llm_chat_segment *g = &segs->seg[i];
         size_t before = b->ids.n;
@@ -102,9 +103,10 @@ static int encode_record(const llm_encpool *p, llm_tok_scratch *s, llm_chat_segm
             if (g->special && llm_tok_special(p->tok, g->text, &id))
                 return llm_errf(err, "the chat template's token '%s' is not in the tokenizer", g->text);
             if (llm_ids_push(&b->ids, id)) return llm_errf(err, "out of memory");
-        } else if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, 0, &b->ids, err)) {
+        } else if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, after_text ? LLM_TOK_CONTINUE : 0, &b->ids, err)) {
             return -1;
         }
+        after_text = !g->eos && !g->special && g->len;
         if (mask_reserve(b, b->ids.n)) return llm_errf(err, "out of memory");
         memset(b->mask + before, g->trained ? 1 : 0, b->ids.n - before);
     }

@@ -138,16 +138,19 @@ static void pick_eos(llm_tokenizer *t)
 
 /* ---- tiktoken rank files ---- */
 
+/* The encodings' special tokens and highest rank (tiktoken_ext's facts), so
+ * that a rank file read under the wrong name is refused. */
 static const struct {
     const char *name;
+    uint32_t max_rank;
     struct { const char *text; uint32_t id; } special[5];
 } encodings[] = {
-    {"gpt2", {{"<|endoftext|>", 50256}}},
-    {"r50k_base", {{"<|endoftext|>", 50256}}},
-    {"p50k_base", {{"<|endoftext|>", 50256}}},
-    {"cl100k_base", {{"<|endoftext|>", 100257}, {"<|fim_prefix|>", 100258}, {"<|fim_middle|>", 100259},
-                     {"<|fim_suffix|>", 100260}, {"<|endofprompt|>", 100276}}},
-    {"o200k_base", {{"<|endoftext|>", 199999}, {"<|endofprompt|>", 200018}}},
+    {"gpt2", 50255, {{"<|endoftext|>", 50256}}},
+    {"r50k_base", 50255, {{"<|endoftext|>", 50256}}},
+    {"p50k_base", 50280, {{"<|endoftext|>", 50256}}},
+    {"cl100k_base", 100255, {{"<|endoftext|>", 100257}, {"<|fim_prefix|>", 100258}, {"<|fim_middle|>", 100259},
+                             {"<|fim_suffix|>", 100260}, {"<|endofprompt|>", 100276}}},
+    {"o200k_base", 199997, {{"<|endoftext|>", 199999}, {"<|endofprompt|>", 200018}}},
 };
 
 static int b64val(int c)
@@ -216,6 +219,15 @@ static int load_tiktoken(const char *path, const unsigned char *data, size_t siz
         note_id(t, (uint32_t)rank);
     }
     if (llm_bpe_vocab_size(t->bpe) < 256) return llm_errf(err, "%s: fewer than 256 tokens: not a rank file", path);
+    if (llm_bpe_vocab_size(t->bpe) != (size_t)encodings[e].max_rank + 1)
+        return llm_errf(err, "%s: the highest rank is %zu, but %s's is %u: not a %s rank file (give --pattern)", path,
+                        llm_bpe_vocab_size(t->bpe) - 1, encoding, encodings[e].max_rank, encoding);
+    for (int i = 0; i < 5 && encodings[e].special[i].text; i++) {
+        size_t len;
+        if (llm_bpe_token(t->bpe, encodings[e].special[i].id, &len))
+            return llm_errf(err, "%s: %s's special token id %u is also a rank here: not a %s rank file", path, encoding,
+                            encodings[e].special[i].id, encoding);
+    }
     if (llm_bpe_merges_from_ranks(t->bpe, err)) return llm_err_prefix(err, "%s", path);
     llm_bpe_set_whole_piece_lookup(t->bpe, 1);
     for (int i = 0; i < 5 && encodings[e].special[i].text; i++)
@@ -604,10 +616,42 @@ void llm_tok_scratch_free(llm_tok_scratch *s)
     free(s);
 }
 
+/* NFC of b, in place. utf8proc 2.8 wrongly composes a Hangul LV syllable with
+ * U+11A7 (which is TBase, not a trailing jamo) and drops the U+11A7; since
+ * U+11A7 is a starter that composes with nothing, the text is normalized in
+ * parts between its occurrences, which gives the true NFC. */
+static int nfc(llm_strbuf *b, llm_err *err)
+{
+    llm_strbuf res = {0};
+    size_t start = 0;
+    for (size_t i = 0; i <= b->len; i++) {
+        int cut = i + 3 <= b->len && !memcmp(b->data + i, "\xe1\x86\xa7", 3);
+        if (!cut && i < b->len) continue;
+        if (i > start) {
+            utf8proc_uint8_t *dst = NULL;
+            utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)b->data + start, (utf8proc_ssize_t)(i - start),
+                                                &dst, UTF8PROC_STABLE | UTF8PROC_COMPOSE);
+            if (len < 0) { llm_sb_free(&res); return llm_errf(err, "NFC normalization failed: %s", utf8proc_errmsg(len)); }
+            llm_sb_add(&res, dst, (size_t)len);
+            free(dst);
+        }
+        if (cut) {
+            llm_sb_add(&res, "\xe1\x86\xa7", 3);
+            i += 2;
+        }
+        start = i + 1;
+    }
+    if (res.failed) { llm_sb_free(&res); return llm_errf(err, "out of memory"); }
+    llm_sb_free(b);
+    *b = res;
+    if (!b->data) llm_sb_add(b, "", 0);
+    return 0;
+}
+
 /* Applies the normalizers (and the pre-tokenizer's text edits) to one segment
  * into s->norm. */
 static int normalize(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, int first,
-                     llm_err *err)
+                     int cont, llm_err *err)
 {
     llm_strbuf *b = &s->norm;
     b->len = 0;
@@ -615,15 +659,9 @@ static int normalize(const llm_tokenizer *t, llm_tok_scratch *s, const char *tex
     for (size_t i = 0; i < t->nnorms && !b->failed; i++) {
         const norm_op *op = &t->norms[i];
         if (op->kind == NORM_NFC) {
-            utf8proc_uint8_t *dst = NULL;
-            utf8proc_ssize_t len = utf8proc_map((const utf8proc_uint8_t *)b->data, (utf8proc_ssize_t)b->len, &dst,
-                                                UTF8PROC_STABLE | UTF8PROC_COMPOSE);
-            if (len < 0) return llm_errf(err, "NFC normalization failed: %s", utf8proc_errmsg(len));
-            b->len = 0;
-            llm_sb_add(b, dst, (size_t)len);
-            free(dst);
+            if (nfc(b, err)) return -1;
         } else if (op->kind == NORM_PREPEND) {
-            if (b->len) {
+            if (b->len && !cont) {
                 llm_strbuf tmp = {0};
                 llm_sb_puts(&tmp, op->a);
                 llm_sb_add(&tmp, b->data, b->len);
@@ -641,7 +679,7 @@ static int normalize(const llm_tokenizer *t, llm_tok_scratch *s, const char *tex
             *b = tmp;
         }
     }
-    if (t->add_prefix_space && (b->len == 0 || b->data[0] != ' ')) {
+    if (t->add_prefix_space && !cont && (b->len == 0 || b->data[0] != ' ')) {
         llm_strbuf tmp = {0};
         llm_sb_add(&tmp, " ", 1);
         llm_sb_add(&tmp, b->data ? b->data : "", b->len);
@@ -650,7 +688,7 @@ static int normalize(const llm_tokenizer *t, llm_tok_scratch *s, const char *tex
     }
     if (t->metaspace) {
         llm_strbuf tmp = {0};
-        int prepend = t->ms_prepend == PREPEND_ALWAYS || (t->ms_prepend == PREPEND_FIRST && first);
+        int prepend = !cont && (t->ms_prepend == PREPEND_ALWAYS || (t->ms_prepend == PREPEND_FIRST && first));
         size_t rl = strlen(t->ms_repl);
         if (prepend && !(b->len >= rl && !memcmp(b->data, t->ms_repl, rl))) llm_sb_puts(&tmp, t->ms_repl);
         for (size_t k = 0; k < b->len; k++) {
@@ -665,10 +703,10 @@ static int normalize(const llm_tokenizer *t, llm_tok_scratch *s, const char *tex
 }
 
 static int encode_segment(const llm_tokenizer *t, llm_tok_scratch *s, const char *text, size_t n, int first,
-                          llm_ids *out, llm_err *err)
+                          int cont, llm_ids *out, llm_err *err)
 {
     if (!n) return 0;
-    if (normalize(t, s, text, n, first, err)) return -1;
+    if (normalize(t, s, text, n, first, cont, err)) return -1;
     const char *p = s->norm.data;
     size_t len = s->norm.len;
     if (!len) return 0;
@@ -744,7 +782,7 @@ static int encode_bytes_tail(const llm_tokenizer *t, llm_tok_scratch *s, const c
 {
     size_t doc_start = out->n;   /* (after the template's prefix, which is never taken back) */
     s->last_piece = 0;
-    if (encode_segment(t, s, text, v, 1, out, err)) return -1;
+    if (encode_segment(t, s, text, v, 1, 0, out, err)) return -1;
     size_t lp = out->n > doc_start ? s->last_piece : 0;
     if (lp && token_is_all_space(t, out->v[out->n - lp]))
         while (lp < out->n - doc_start && token_is_all_space(t, out->v[out->n - lp - 1])) lp++;
@@ -783,14 +821,15 @@ int llm_tok_encode(const llm_tokenizer *t, llm_tok_scratch *s, const char *text,
             size_t seg_end = pos, next = pos + a->len;
             if (a->lstrip) while (seg_end > seg && is_space_byte(text[seg_end - 1])) seg_end--;
             if (a->rstrip) while (next < n && is_space_byte(text[next])) next++;
-            if (encode_segment(t, s, text + seg, seg_end - seg, first, out, err)) return -1;
+            if (encode_segment(t, s, text + seg, seg_end - seg, first, first && (flags & LLM_TOK_CONTINUE), out, err))
+                return -1;
             if (llm_ids_push(out, a->id)) return llm_errf(err, "out of memory");
             first = 0;
             seg = next;
             pos = next - 1;
         }
     }
-    if (encode_segment(t, s, text + seg, n - seg, first, out, err)) return -1;
+    if (encode_segment(t, s, text + seg, n - seg, first, first && (flags & LLM_TOK_CONTINUE), out, err)) return -1;
     if (flags & LLM_TOK_ADD_SPECIAL)
         for (size_t i = 0; i < t->tpl_suffix.n; i++)
             if (llm_ids_push(out, t->tpl_suffix.v[i])) return llm_errf(err, "out of memory");

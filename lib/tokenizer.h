@@ -57,6 +57,9 @@ enum {
                                    normalizers): from the first invalid UTF-8 byte on, the
                                    last piece before it and all the rest are one BPE piece,
                                    as tiktoken's _encode_bytes does; no special matching */
+    LLM_TOK_CONTINUE = 8,       /* the text continues the text of the previous call (one
+                                   rendered string encoded in parts): no prefix space,
+                                   Prepend normalizer or Metaspace prefix at its start */
 };
 
 /* Where a long text may be cut so that encoding the parts one after another
