@@ -4,6 +4,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <pthread.h>
+#include <unistd.h>
 
 #define NONE UINT32_MAX
 
@@ -244,22 +246,72 @@ int llm_bpe_add_merge(llm_bpe *b, uint32_t left, uint32_t right, uint32_t rank, 
     return 0;
 }
 
-int llm_bpe_merges_from_ranks(llm_bpe *b, llm_err *err)
+/* One thread's share of llm_bpe_merges_from_ranks: the splits of tokens
+ * [from, to) into two tokens, as (x, y, t) triples. Only reads the vocabulary. */
+typedef struct {
+    const llm_bpe *b;
+    uint32_t from, to;
+    uint32_t *triples;
+    size_t n, cap;
+    int failed;
+} split_job;
+
+static void *find_splits(void *arg)
 {
-    /* about two splits into tokens per token in the tiktoken vocabularies */
-    if (pair_reserve(b, b->pair_used + 3 * b->ntok)) return llm_errf(err, "out of memory");
-    for (uint32_t id = 0; id < b->ntok; id++) {
+    split_job *j = arg;
+    for (uint32_t id = j->from; id < j->to; id++) {
         size_t n;
-        const unsigned char *p = llm_bpe_token(b, id, &n);
+        const unsigned char *p = llm_bpe_token(j->b, id, &n);
         if (!p || n < 2) continue;
         for (size_t k = 1; k < n; k++) {
             uint32_t x, y;
-            if (llm_bpe_lookup(b, p, k, &x) == 0 && llm_bpe_lookup(b, p + k, n - k, &y) == 0 &&
-                pair_insert(b, x, y, id, id))
-                return llm_errf(err, "out of memory");
+            if (llm_bpe_lookup(j->b, p, k, &x) || llm_bpe_lookup(j->b, p + k, n - k, &y)) continue;
+            if (j->n + 3 > j->cap) {
+                size_t cap = j->cap ? 2 * j->cap : 3 * 4096;
+                uint32_t *t = realloc(j->triples, cap * sizeof *t);
+                if (!t) { j->failed = 1; return NULL; }
+                j->triples = t;
+                j->cap = cap;
+            }
+            j->triples[j->n++] = x;
+            j->triples[j->n++] = y;
+            j->triples[j->n++] = id;
         }
     }
-    return 0;
+    return NULL;
+}
+
+int llm_bpe_merges_from_ranks(llm_bpe *b, llm_err *err)
+{
+    /* the lookups (most of a rank file's load time) run on up to 8 threads;
+     * the inserts, in id order, on this one */
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int nthreads = cpus < 1 ? 1 : cpus > 8 ? 8 : (int)cpus;
+    if (b->ntok < 4096) nthreads = 1;
+    split_job jobs[8];
+    pthread_t tids[8];
+    int started[8] = {0};
+    memset(jobs, 0, sizeof jobs);
+    for (int i = 0; i < nthreads; i++) {
+        jobs[i].b = b;
+        jobs[i].from = (uint32_t)(b->ntok * (size_t)i / (size_t)nthreads);
+        jobs[i].to = (uint32_t)(b->ntok * (size_t)(i + 1) / (size_t)nthreads);
+        if (i == 0) continue;
+        started[i] = pthread_create(&tids[i], NULL, find_splits, &jobs[i]) == 0;
+        if (!started[i]) find_splits(&jobs[i]);
+    }
+    find_splits(&jobs[0]);
+    for (int i = 1; i < nthreads; i++)
+        if (started[i]) pthread_join(tids[i], NULL);
+    int rc = 0;
+    size_t total = 0;
+    for (int i = 0; i < nthreads; i++) { total += jobs[i].n / 3; rc |= jobs[i].failed; }
+    if (!rc && pair_reserve(b, b->pair_used + total)) rc = 1;
+    for (int i = 0; i < nthreads && !rc; i++)
+        for (size_t k = 0; k < jobs[i].n && !rc; k += 3)
+            rc = pair_insert(b, jobs[i].triples[k], jobs[i].triples[k + 1], jobs[i].triples[k + 2], jobs[i].triples[k + 2]);
+    for (int i = 0; i < nthreads; i++) free(jobs[i].triples);
+    return rc ? llm_errf(err, "out of memory") : 0;
 }
 
 void llm_bpe_set_whole_piece_lookup(llm_bpe *b, int on) { b->whole_piece = on; }

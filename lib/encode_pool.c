@@ -9,6 +9,7 @@
 
 typedef struct {
     size_t text_off, text_len, origin_off;
+    const char *borrowed;     /* the caller's text, not copied (parts of a long document) */
     json_t *record;
     size_t ids_off, nids;     /* into the batch's ids / mask */
     char *error;
@@ -25,6 +26,7 @@ typedef struct {
     size_t ndocs, cap_docs;
     char *bytes;              /* texts and origins, back to back */
     size_t nbytes, cap_bytes;
+    size_t text_bytes;        /* text in this batch, copied or borrowed: what sizes it */
     llm_ids ids;
     uint8_t *mask;
     size_t mask_cap;
@@ -47,6 +49,7 @@ struct llm_encpool {
     int stopping;
     int failed;
     llm_err err;
+    int borrow;                /* submit_part borrows the text instead of copying it */
     llm_ids joined;            /* ids of the parts of a long document emitted so far */
     size_t joined_bytes;
     char *joined_error;
@@ -121,7 +124,8 @@ static void encode_batch(llm_encpool *p, batch *b, llm_tok_scratch *s, llm_chat_
         llm_err err;
         d->ids_off = b->ids.n;
         int rc = p->instruct >= 0 ? encode_record(p, s, segs, b, d->record, &d->text_len, &err)
-                                  : llm_tok_encode(p->tok, s, b->bytes + d->text_off, d->text_len, p->flags, &b->ids, &err);
+                                  : llm_tok_encode(p->tok, s, d->borrowed ? d->borrowed : b->bytes + d->text_off,
+                                                   d->text_len, p->flags, &b->ids, &err);
         if (rc) {
             b->ids.n = d->ids_off;
             d->error = strdup(err.msg);
@@ -217,6 +221,7 @@ static int emit_batch(llm_encpool *p, batch *b, llm_err *err)
     }
     b->ndocs = 0;
     b->nbytes = 0;
+    b->text_bytes = 0;
     if (p->failed) { *err = p->err; return -1; }
     return 0;
 }
@@ -264,13 +269,29 @@ int llm_encpool_submit(llm_encpool *p, const char *text, size_t len, const json_
 {
     if (p->failed) { *err = p->err; return -1; }
     /* a long document is cut where the tokenizer allows, so that its parts
-     * keep every thread busy; the ids are joined again when emitted */
-    while (p->threads > 1 && !record && text && len > 2 * PART_BYTES) {
-        size_t cut = llm_tok_cut_point(p->tok, p->flags, text, len, PART_BYTES);
-        if (cut >= len) break;
-        if (submit_part(p, text, cut, NULL, origin, 1, err)) return -1;
-        text += cut;
-        len -= cut;
+     * keep every thread busy; the ids are joined again when emitted. The
+     * parts are not copied: the workers read the caller's text, and this
+     * call returns only when they are done with it. */
+    if (p->threads > 1 && !record && text && len > 2 * PART_BYTES &&
+        llm_tok_cut_point(p->tok, p->flags, text, len, PART_BYTES) < len) {
+        p->borrow = 1;
+        int rc = 0;
+        /* the parts' ids are joined on emit: room for about one id per 3 bytes up front */
+        if (p->joined.cap < len / 3) {
+            uint32_t *v = realloc(p->joined.v, len / 3 * sizeof *v);
+            if (v) { p->joined.v = v; p->joined.cap = len / 3; }
+        }
+        while (!rc && len > 2 * PART_BYTES) {
+            size_t cut = llm_tok_cut_point(p->tok, p->flags, text, len, PART_BYTES);
+            if (cut >= len) break;
+            rc = submit_part(p, text, cut, NULL, origin, 1, err);
+            text += cut;
+            len -= cut;
+        }
+        if (!rc) rc = submit_part(p, text, len, NULL, origin, 0, err);
+        if (!rc) rc = flush(p, 1, err);
+        p->borrow = 0;
+        return rc;
     }
     return submit_part(p, text, len, record, origin, 0, err);
 }
@@ -292,15 +313,18 @@ static int submit_part(llm_encpool *p, const char *text, size_t len, const json_
     }
     doc_slot *d = &b->docs[b->ndocs];
     memset(d, 0, sizeof *d);
-    if (push_bytes(b, text ? text : "", text ? len : 0, &d->text_off) || push_bytes(b, origin, strlen(origin), &d->origin_off))
+    int copy = text && !p->borrow;
+    if (push_bytes(b, copy ? text : "", copy ? len : 0, &d->text_off) || push_bytes(b, origin, strlen(origin), &d->origin_off))
         return llm_errf(err, "out of memory");
+    d->borrowed = p->borrow ? text : NULL;
     d->text_len = text ? len : 0;
     if (record) d->record = json_incref((json_t *)record);
     d->index = p->submitted;
     d->more = more;
     b->ndocs++;
     if (!more) p->submitted++;
-    if (b->nbytes >= BATCH_BYTES || b->ndocs >= BATCH_DOCS) return flush(p, 0, err);
+    b->text_bytes += len;
+    if (b->text_bytes >= BATCH_BYTES || b->ndocs >= BATCH_DOCS) return flush(p, 0, err);
     return 0;
 }
 
