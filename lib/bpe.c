@@ -1,4 +1,5 @@
 #include "bpe.h"
+#include "hash.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,34 +27,6 @@ void llm_ids_free(llm_ids *ids)
 {
     free(ids->v);
     memset(ids, 0, sizeof *ids);
-}
-
-/* ---- hashing ---- */
-
-static uint64_t mix(uint64_t h)
-{
-    h ^= h >> 33;
-    h *= 0xff51afd7ed558ccdull;
-    h ^= h >> 33;
-    h *= 0xc4ceb9fe1a85ec53ull;
-    h ^= h >> 33;
-    return h;
-}
-
-static uint64_t hash_bytes(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ n;
-    while (n >= 8) {
-        uint64_t w;
-        memcpy(&w, p, 8);
-        h = (h ^ w) * 0x100000001b3ull;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
-    }
-    uint64_t w = 0;
-    memcpy(&w, p, n);
-    return mix(h ^ w);
 }
 
 /* ---- the vocabulary and the merges ---- */
@@ -130,7 +103,7 @@ static int index_grow(llm_bpe *b)
 int llm_bpe_lookup(const llm_bpe *b, const void *bytes, size_t n, uint32_t *id)
 {
     if (!b->index_cap) return -1;
-    uint64_t hv = hash_bytes(bytes, n), tag = hv & 0xffffffffu;
+    uint64_t hv = llm_hash_bytes(bytes, n), tag = hv & 0xffffffffu;
     for (size_t h = (size_t)tag & (b->index_cap - 1);; h = (h + 1) & (b->index_cap - 1)) {
         uint64_t e = b->index[h];
         if (e == UINT64_MAX) return -1;
@@ -172,7 +145,7 @@ int llm_bpe_set_token(llm_bpe *b, uint32_t id, const void *bytes, size_t n, llm_
     b->arena_len += n;
     if (id >= b->ntok) b->ntok = (size_t)id + 1;
     if ((b->index_used + 1) * 2 > b->index_cap && index_grow(b)) return llm_errf(err, "out of memory");
-    uint64_t tag = hash_bytes(bytes, n) & 0xffffffffu;
+    uint64_t tag = llm_hash_bytes(bytes, n) & 0xffffffffu;
     size_t h = (size_t)tag & (b->index_cap - 1);
     while (b->index[h] != UINT64_MAX) h = (h + 1) & (b->index_cap - 1);
     b->index[h] = tag << 32 | id;
@@ -181,7 +154,7 @@ int llm_bpe_set_token(llm_bpe *b, uint32_t id, const void *bytes, size_t n, llm_
     return 0;
 }
 
-static size_t pair_hash(uint64_t key, size_t cap) { return (size_t)mix(key) & (cap - 1); }
+static size_t pair_hash(uint64_t key, size_t cap) { return (size_t)llm_hash_mix(key) & (cap - 1); }
 
 static const pair_slot *pair_find(const llm_bpe *b, uint32_t left, uint32_t right)
 {
@@ -514,7 +487,7 @@ static void rank_heap_pop(llm_bpe_scratch *s)
 
 static size_t slot_of(const llm_bpe_scratch *s, uint32_t r)
 {
-    return (size_t)mix(r) & (s->slot_cap - 1);
+    return (size_t)llm_hash_mix(r) & (s->slot_cap - 1);
 }
 
 /* The bucket of rank r, made (and its rank queued) when new. */
@@ -689,7 +662,7 @@ int llm_bpe_encode(const llm_bpe *cb, llm_bpe_scratch *s, const unsigned char *p
         return llm_ids_push(out, id) ? llm_errf(err, "out of memory") : 0;
     cache_slot *slot = NULL;
     if (n <= CACHE_PIECE) {
-        slot = &s->cache[hash_bytes(piece, n) & (CACHE_SLOTS - 1)];
+        slot = &s->cache[llm_hash_bytes(piece, n) & (CACHE_SLOTS - 1)];
         if (slot->len == n && slot->nids && !memcmp(slot->piece, piece, n)) {
             for (size_t i = 0; i < slot->nids; i++)
                 if (llm_ids_push(out, slot->ids[i])) return llm_errf(err, "out of memory");

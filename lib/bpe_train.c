@@ -16,6 +16,7 @@
  *           count grows gets a fresh entry, so the top entry, once its count
  *           is current, is the true maximum. */
 #include "bpe_train.h"
+#include "hash.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -89,39 +90,6 @@ static size_t utf8_invalid_at(const unsigned char *s, size_t n)
 
 /* ---- a hash map of byte strings -> counts (or ids) ---- */
 
-static inline uint64_t mix64(uint64_t h)
-{
-    h ^= h >> 32;
-    h *= 0xd6e8feb86659fd93ull;
-    h ^= h >> 32;
-    return h;
-}
-
-static inline uint64_t hash_bytes(const unsigned char *p, size_t n)
-{
-    uint64_t h = 0x9e3779b97f4a7c15ull ^ (n * 0xbf58476d1ce4e5b9ull);
-    while (n >= 8) {
-        uint64_t v;
-        memcpy(&v, p, 8);
-        h = (h ^ v) * 0xbf58476d1ce4e5b9ull;
-        h ^= h >> 29;
-        p += 8;
-        n -= 8;
-    }
-    if (n) {
-        uint64_t v = 0;
-        if (n >= 4) {
-            uint32_t lo, hi;
-            memcpy(&lo, p, 4);
-            memcpy(&hi, p + n - 4, 4);
-            v = lo | (uint64_t)hi << 32;
-        } else {
-            v = p[0] | (uint64_t)p[n / 2] << 8 | (uint64_t)p[n - 1] << 16;
-        }
-        h = (h ^ v) * 0x94d049bb133111ebull;
-    }
-    return mix64(h);
-}
 
 /* Keys of up to 16 bytes live in the slot itself (zero-padded), so that
  * counting a short word touches one cache line; longer keys live in an arena. */
@@ -176,7 +144,7 @@ static inline void key_load(const unsigned char *p, size_t n, size_t avail, uint
 
 static inline uint64_t hash_short(const uint64_t w[2], size_t n)
 {
-    return mix64((w[0] * 0x9e3779b97f4a7c15ull) ^ ((w[1] + n) * 0xc2b2ae3d27d4eb4full));
+    return llm_hash_mix((w[0] * 0x9e3779b97f4a7c15ull) ^ ((w[1] + n) * 0xc2b2ae3d27d4eb4full));
 }
 
 static int wmap_grow(wmap *m)
@@ -217,7 +185,7 @@ static inline void wkey_make(wkey *k, const unsigned char *p, size_t n, size_t a
         k->hash = (uint32_t)hash_short(k->w, n);
     } else {
         k->w[0] = k->w[1] = 0;
-        k->hash = (uint32_t)hash_bytes(p, n);
+        k->hash = (uint32_t)llm_hash_bytes(p, n);
     }
 }
 

@@ -86,40 +86,41 @@ static const char PAT_O200K_TT[] =
     "[^\\r\\n\\p{L}\\p{N}]?" O200K_UPPER "+" O200K_LOWER "*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|"
     "\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n/]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
 
-/* The patterns tiktoken 0.14 runs for its encodings (possessive quantifiers,
- * "\\s++$"), so that ids equal tiktoken's; llama3 and qwen2 as their
- * tokenizer.json files spell them. */
-const char *llm_pretok_named_pattern(const char *name)
+/* Each name's two spellings: `named`, the one tiktoken 0.14 runs for its
+ * encodings (possessive quantifiers, "\\s++$"), so that ids equal tiktoken's;
+ * `portable`, without possessives or '$', for tokenizer.json files that
+ * Hugging Face tokenizers (Oniguruma, where '$' also matches before a
+ * newline) must read as we do. llama3 and qwen2 as their tokenizer.json
+ * files spell them. */
+static const struct {
+    const char *name, *named, *portable;
+} spellings[] = {
+    {"gpt2", PAT_R50K_TT, PAT_GPT2},
+    {"r50k_base", PAT_R50K_TT, PAT_GPT2},
+    {"p50k_base", PAT_R50K_TT, PAT_GPT2},
+    {"cl100k_base", PAT_CL100K_TT, PAT_CL100K},
+    {"o200k_base", PAT_O200K_TT, PAT_O200K},
+    {"llama3", PAT_LLAMA3, PAT_LLAMA3},
+    {"qwen2", PAT_QWEN2, PAT_QWEN2},
+};
+
+static int spelling(const char *name)
 {
-    static const struct {
-        const char *name, *pattern;
-    } named[] = {
-        {"gpt2", PAT_R50K_TT},          {"r50k_base", PAT_R50K_TT}, {"p50k_base", PAT_R50K_TT},
-        {"cl100k_base", PAT_CL100K_TT}, {"o200k_base", PAT_O200K_TT}, {"llama3", PAT_LLAMA3},
-        {"qwen2", PAT_QWEN2},
-    };
-    if (!name) return NULL;
-    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
-        if (!strcmp(name, named[i].name)) return named[i].pattern;
-    return NULL;
+    for (size_t i = 0; name && i < sizeof spellings / sizeof spellings[0]; i++)
+        if (!strcmp(name, spellings[i].name)) return (int)i;
+    return -1;
 }
 
-/* The same languages spelled without possessive quantifiers or '$', for
- * tokenizer.json files that Hugging Face tokenizers (Oniguruma, where '$'
- * also matches before a newline) must read exactly as we do. */
+const char *llm_pretok_named_pattern(const char *name)
+{
+    int i = spelling(name);
+    return i < 0 ? NULL : spellings[i].named;
+}
+
 const char *llm_pretok_portable_pattern(const char *name)
 {
-    static const struct {
-        const char *name, *pattern;
-    } named[] = {
-        {"gpt2", PAT_GPT2},         {"r50k_base", PAT_GPT2}, {"p50k_base", PAT_GPT2},
-        {"cl100k_base", PAT_CL100K}, {"o200k_base", PAT_O200K}, {"llama3", PAT_LLAMA3},
-        {"qwen2", PAT_QWEN2},
-    };
-    if (!name) return NULL;
-    for (size_t i = 0; i < sizeof named / sizeof named[0]; i++)
-        if (!strcmp(name, named[i].name)) return named[i].pattern;
-    return NULL;
+    int i = spelling(name);
+    return i < 0 ? NULL : spellings[i].portable;
 }
 
 /* ---- character classes ---- */
