@@ -64,11 +64,9 @@ void llm_atomic_cleanup_all(void)
         if (pending[i]) unlink(pending[i]);
 }
 
-int llm_atomic_open(llm_atomic *a, const char *path, llm_err *err)
+/* The temp file beside path, registered for cleanup. */
+static int open_temp(llm_atomic *a, const char *path, llm_err *err)
 {
-    memset(a, 0, sizeof *a);
-    a->fd = -1;
-    a->slot = -1;
     const char *slash = strrchr(path, '/');
     size_t dirlen = slash ? (size_t)(slash - path) + 1 : 0;
     const char *base = slash ? slash + 1 : path;
@@ -96,8 +94,36 @@ int llm_atomic_open(llm_atomic *a, const char *path, llm_err *err)
     return 0;
 }
 
+int llm_atomic_open(llm_atomic *a, const char *path, llm_err *err)
+{
+    memset(a, 0, sizeof *a);
+    a->fd = -1;
+    a->slot = -1;
+    struct stat st;
+    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
+        /* a device, pipe or terminal (-o /dev/stdout): written in place; a
+         * rename would put a file where the device was */
+        if (S_ISDIR(st.st_mode)) return llm_errf(err, "%s: is a directory", path);
+        a->fd = open(path, O_WRONLY | O_CLOEXEC);
+        if (a->fd < 0) return llm_errf(err, "%s: %s", path, strerror(errno));
+        a->direct = 1;
+        return 0;
+    }
+    /* through a symbolic link, the file it names is replaced, not the link */
+    char *real = lstat(path, &st) == 0 && S_ISLNK(st.st_mode) ? realpath(path, NULL) : NULL;
+    int rc = open_temp(a, real ? real : path, err);
+    free(real);
+    return rc;
+}
+
 int llm_atomic_commit(llm_atomic *a, llm_err *err)
 {
+    if (a->direct) {
+        int fd = a->fd;
+        a->fd = -1;
+        a->direct = 0;
+        return close(fd) == 0 ? 0 : llm_errf(err, "write failed: %s", strerror(errno));
+    }
     if (fsync(a->fd) != 0 && errno != EINVAL) {
         llm_errf(err, "%s: fsync failed: %s", a->path, strerror(errno));
         llm_atomic_abort(a);
@@ -129,6 +155,7 @@ int llm_atomic_commit(llm_atomic *a, llm_err *err)
 
 void llm_atomic_abort(llm_atomic *a)
 {
+    a->direct = 0;
     if (a->fd >= 0) close(a->fd);
     a->fd = -1;
     if (a->tmp) unlink(a->tmp);

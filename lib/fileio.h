@@ -3,7 +3,9 @@
  * An output file is written as a hidden temp file in the same directory
  * (".NAME.tmp.XXXXXX") and renamed over NAME only when complete, so readers
  * see the old file or the new one, never half of one. The temp file is
- * removed on abort, and by llm_atomic_cleanup_all() from signal handlers. */
+ * removed on abort, and by llm_atomic_cleanup_all() from signal handlers.
+ * A path that names a device or a pipe (/dev/stdout, /dev/null) is written in
+ * place; a symbolic link's target is replaced, not the link. */
 #ifndef LLMUX_FILEIO_H
 #define LLMUX_FILEIO_H
 
@@ -25,6 +27,7 @@ typedef struct {
     char *tmp;    /* temp name, in the same directory */
     int fd;
     int slot;     /* index in the cleanup registry, -1 when not registered */
+    int direct;   /* the path is a device or pipe: written in place, no temp file */
 } llm_atomic;
 
 int llm_atomic_open(llm_atomic *a, const char *path, llm_err *err);

@@ -206,7 +206,7 @@ static int run_encode(int nfiles, char **files)
         if (has_eos) llm_sw_kv_u64(k.sw, "eos_id", eos);
         if (instruct) llm_sw_kv_str(k.sw, "mask", "loss");
     } else if (k.fmt == 1) {
-        k.text_out = out_path ? fdopen(fd, "w") : stdout;
+        k.text_out = out_path ? fdopen(dup(fd), "w") : stdout;   /* a dup: fclose'd before the commit */
         if (!k.text_out) llm_die("%s: %s", out_name, strerror(errno));
     }
 
@@ -245,16 +245,19 @@ static int run_encode(int nfiles, char **files)
         llm_die_err(&err);
     }
     llm_sw_free(k.sw);
-    FILE *summary = k.fmt == 2 ? (out_path ? fdopen(fd, "w") : stdout) : NULL;
-    if (summary)
-        fprintf(summary, "{\"documents\":%llu,\"tokens\":%llu,\"bytes\":%llu,\"skipped\":%llu}\n",
+    if (k.fmt == 2) {
+        k.text_out = out_path ? fdopen(dup(fd), "w") : stdout;
+        if (!k.text_out) llm_die("%s: %s", out_name, strerror(errno));
+        fprintf(k.text_out, "{\"documents\":%llu,\"tokens\":%llu,\"bytes\":%llu,\"skipped\":%llu}\n",
                 (unsigned long long)k.docs, (unsigned long long)k.tokens, (unsigned long long)k.bytes,
                 (unsigned long long)k.bad);
-    FILE *flushme = k.text_out ? k.text_out : summary;
+    }
     if (out_path) {
-        if (flushme && (fflush(flushme) != 0 || ferror(flushme))) { llm_atomic_abort(&out); llm_die("%s: write error", out_path); }
+        if (k.text_out && fclose(k.text_out) != 0) {
+            llm_atomic_abort(&out);
+            llm_die("%s: write error: %s", out_path, strerror(errno));
+        }
         if (llm_atomic_commit(&out, &err)) llm_die_err(&err);
-        /* the FILE wrapping the renamed descriptor is left open: its fd is closed */
     }
     report_skipped(k.bad);
     llm_tok_free(t);

@@ -110,10 +110,10 @@ TEST(help_and_version_exit_0)
 TEST(atomic_files)
 {
     char dir[] = "/tmp/llmux-cli-XXXXXX", path[64], buf[16];
-    CHECK(mkdtemp(dir) != NULL);
-    snprintf(path, sizeof path, "%s/out.bin", dir);
     llm_err e;
     llm_atomic a;
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/out.bin", dir);
     CHECK(llm_atomic_open(&a, path, &e) == 0);
     CHECK(llm_write_all(a.fd, "new", 3, path, &e) == 0);
     CHECK(access(path, F_OK) != 0);   /* nothing at the final name until commit */
@@ -133,6 +133,25 @@ TEST(atomic_files)
     close(fd);
     struct stat st;
     CHECK(stat(path, &st) == 0 && (st.st_mode & 0777) == (0666 & ~(mode_t)umask(022)));
+    /* through a symbolic link the named file is replaced and the link kept */
+    char link[96];
+    snprintf(link, sizeof link, "%s/link.bin", dir);
+    CHECK(symlink(path, link) == 0);
+    CHECK(llm_atomic_open(&a, link, &e) == 0);
+    CHECK(llm_write_all(a.fd, "via", 3, link, &e) == 0);
+    CHECK(llm_atomic_commit(&a, &e) == 0);
+    struct stat lst;
+    CHECK(lstat(link, &lst) == 0 && S_ISLNK(lst.st_mode));
+    fd = open(path, O_RDONLY);
+    CHECK(fd >= 0 && read(fd, buf, sizeof buf) == 3 && !memcmp(buf, "via", 3));
+    close(fd);
+    unlink(link);
+    /* a device is written in place, never replaced by a file */
+    CHECK(llm_atomic_open(&a, "/dev/null", &e) == 0 && a.direct);
+    CHECK(llm_write_all(a.fd, "x", 1, "/dev/null", &e) == 0);
+    CHECK(llm_atomic_commit(&a, &e) == 0);
+    CHECK(stat("/dev/null", &st) == 0 && S_ISCHR(st.st_mode));
+    CHECK(llm_atomic_open(&a, dir, &e) != 0);   /* a directory is refused */
     unlink(path);
     rmdir(dir);
 }
