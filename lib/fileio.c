@@ -100,8 +100,10 @@ int llm_atomic_open(llm_atomic *a, const char *path, llm_err *err)
     a->fd = -1;
     a->slot = -1;
     struct stat st;
-    if (stat(path, &st) == 0 && !S_ISREG(st.st_mode)) {
-        /* a device, pipe or terminal (-o /dev/stdout): written in place; a
+    int exists = stat(path, &st) == 0;
+    if (exists && (!S_ISREG(st.st_mode) || !strncmp(path, "/dev/", 5))) {
+        /* a device, pipe or terminal, or anything named under /dev
+         * (-o /dev/stdout, even when stdout is a file): written in place; a
          * rename would put a file where the device was */
         if (S_ISDIR(st.st_mode)) return llm_errf(err, "%s: is a directory", path);
         a->fd = open(path, O_WRONLY | O_CLOEXEC);

@@ -4,8 +4,9 @@
  * (".NAME.tmp.XXXXXX") and renamed over NAME only when complete, so readers
  * see the old file or the new one, never half of one. The temp file is
  * removed on abort, and by llm_atomic_cleanup_all() from signal handlers.
- * A path that names a device or a pipe (/dev/stdout, /dev/null) is written in
- * place; a symbolic link's target is replaced, not the link. */
+ * A path that names a device or a pipe, or any path under /dev (/dev/stdout,
+ * /dev/null), is written in place; a symbolic link's target is replaced, not
+ * the link. */
 #ifndef LLMUX_FILEIO_H
 #define LLMUX_FILEIO_H
 
