@@ -118,7 +118,8 @@ int llm_bpe_lookup(const llm_bpe *b, const void *bytes, size_t n, uint32_t *id)
 int llm_bpe_set_token(llm_bpe *b, uint32_t id, const void *bytes, size_t n, llm_err *err)
 {
     if (n == 0 || n >= (1u << 24)) return llm_errf(err, "token %u: length %zu is out of range", id, n);
-    if (id == NONE) return llm_errf(err, "token id %u is out of range", id);
+    if (id >= LLM_BPE_MAX_ID)   /* tables are indexed by id: a wild id must not size them */
+        return llm_errf(err, "token id %u is larger than %u", id, LLM_BPE_MAX_ID - 1);
     uint32_t other;
     if (llm_bpe_lookup(b, bytes, n, &other) == 0)
         return llm_errf(err, "tokens %u and %u have the same bytes", other, id);

@@ -27,11 +27,13 @@ void llm_ids_free(llm_ids *ids);
 
 typedef struct llm_bpe llm_bpe;
 
+#define LLM_BPE_MAX_ID (1u << 24)   /* ids are below this (vocabularies have ~10^5) */
+
 llm_bpe *llm_bpe_new(void);
 void llm_bpe_free(llm_bpe *b);
 
-/* Defines token `id` as `bytes`. Ids may have gaps; a byte string may have
- * one id only (a second definition is an error, naming both ids). */
+/* Defines token `id` (< LLM_BPE_MAX_ID) as `bytes`. Ids may have gaps; a byte
+ * string may have one id only (a second definition is an error, naming both). */
 int llm_bpe_set_token(llm_bpe *b, uint32_t id, const void *bytes, size_t n, llm_err *err);
 /* Adds the merge (left, right) -> token of their concatenation, with `rank`. */
 int llm_bpe_add_merge(llm_bpe *b, uint32_t left, uint32_t right, uint32_t rank, llm_err *err);

@@ -71,6 +71,7 @@ static void note_id(llm_tokenizer *t, uint32_t id)
 
 static int add_added(llm_tokenizer *t, const char *text, size_t len, uint32_t id, int special, llm_err *err)
 {
+    if (id >= LLM_BPE_MAX_ID) return llm_errf(err, "added token id %u is larger than %u", id, LLM_BPE_MAX_ID - 1);
     added_token *a = realloc(t->added, (t->nadded + 1) * sizeof *a);
     if (!a) return llm_errf(err, "out of memory");
     t->added = a;
