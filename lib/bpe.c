@@ -298,7 +298,7 @@ void llm_bpe_set_char_symbols(llm_bpe *b, int byte_fallback, uint32_t unk)
     b->prepared = 0;
 }
 
-static void prepare(llm_bpe *b)
+void llm_bpe_prepare(llm_bpe *b)
 {
     for (int c = 0; c < 256; c++) {
         unsigned char byte = (unsigned char)c;
@@ -361,7 +361,7 @@ static uint32_t rank_of(const llm_bpe *b, uint32_t l, uint32_t r, uint32_t *resu
 int llm_bpe_encode_ref(const llm_bpe *cb, const unsigned char *piece, size_t n, llm_ids *out, llm_err *err)
 {
     llm_bpe *b = (llm_bpe *)cb;
-    if (!b->prepared) prepare(b);
+    if (!b->prepared) llm_bpe_prepare(b);
     uint32_t whole;
     if (b->whole_piece && llm_bpe_lookup(b, piece, n, &whole) == 0)
         return llm_ids_push(out, whole) ? llm_errf(err, "out of memory") : 0;
@@ -657,7 +657,7 @@ int llm_bpe_encode(const llm_bpe *cb, llm_bpe_scratch *s, const unsigned char *p
                    llm_err *err)
 {
     llm_bpe *b = (llm_bpe *)cb;
-    if (!b->prepared) prepare(b);   /* first use; callers encode from one thread first */
+    if (!b->prepared) llm_bpe_prepare(b);   /* tokenizers prepare at load; this is for direct users */
     uint32_t id;
     if (b->whole_piece && llm_bpe_lookup(b, piece, n, &id) == 0)
         return llm_ids_push(out, id) ? llm_errf(err, "out of memory") : 0;

@@ -50,6 +50,11 @@ void llm_bpe_set_whole_piece_lookup(llm_bpe *b, int on);
  * byte_fallback is on, else `unk` (UINT32_MAX: dropped). */
 void llm_bpe_set_char_symbols(llm_bpe *b, int byte_fallback, uint32_t unk);
 
+/* Computes the tables encoding reads (single-byte and byte-fallback ids).
+ * Call once after the vocabulary and options are set and before encoding
+ * from several threads; encoding calls it itself if nobody did. */
+void llm_bpe_prepare(llm_bpe *b);
+
 size_t llm_bpe_vocab_size(const llm_bpe *b);   /* highest id + 1 */
 /* The bytes of token id, or NULL when id is not defined. */
 const unsigned char *llm_bpe_token(const llm_bpe *b, uint32_t id, size_t *n);

@@ -539,6 +539,7 @@ int llm_tok_from_json(const char *text, size_t n, const char *path, llm_tokenize
     }
     json_decref(root);
     if (rc) { llm_tok_free(t); return -1; }
+    llm_bpe_prepare(t->bpe);
     pick_eos(t);
     *out = t;
     return 0;
@@ -579,7 +580,10 @@ int llm_tok_load(const char *path, const char *encoding, llm_tokenizer **out, ll
         llm_tokenizer *t = calloc(1, sizeof *t);
         rc = !t || !(t->bpe = llm_bpe_new()) ? llm_errf(err, "out of memory")
                                               : load_tiktoken(path, m.data, m.size, encoding, t, err);
-        if (!rc) pick_eos(t);
+        if (!rc) {
+            llm_bpe_prepare(t->bpe);
+            pick_eos(t);
+        }
         if (rc) llm_tok_free(t);
         else *out = t;
     }
