@@ -300,8 +300,10 @@ static int submit_part(llm_encpool *p, const char *text, size_t len, const json_
                        int more, llm_err *err)
 {
     batch *b = &p->batches[p->fill];
-    if (b->state == FREE) {
+    if (b->state == FREE) {   /* only this thread moves a batch out of FREE; workers read state under the lock */
+        pthread_mutex_lock(&p->mu);
         b->state = FILLING;
+        pthread_mutex_unlock(&p->mu);
         b->first_index = p->submitted;
     }
     if (b->ndocs == b->cap_docs) {
