@@ -529,7 +529,9 @@ int llm_tok_from_json(const char *text, size_t n, const char *path, llm_tokenize
         const char *content = jstr(a, "content");
         const json_t *id = json_object_get(a, "id");
         if (!content || !json_is_integer(id)) { rc = llm_errf(err, "%s: added token %zu without content and id", path, i); break; }
+        if (json_integer_value(id) < 0) { rc = llm_errf(err, "%s: added token %zu has a negative id", path, i); break; }
         rc = add_added(t, content, strlen(content), (uint32_t)json_integer_value(id), json_is_true(json_object_get(a, "special")), err);
+        if (rc) llm_err_prefix(err, "%s", path);
         if (!rc) {
             added_token *at = &t->added[t->nadded - 1];
             at->lstrip = json_is_true(json_object_get(a, "lstrip"));
