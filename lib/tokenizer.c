@@ -744,13 +744,23 @@ static int encode_segment(const llm_tokenizer *t, llm_tok_scratch *s, const char
 
 static int is_space_byte(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
-/* The added token matching at text[pos], longest first; NULL when none. */
+static int is_word_byte(char c)
+{
+    unsigned char u = (unsigned char)c;
+    return u >= 0x80 || u == '_' || (u >= '0' && u <= '9') || ((u | 0x20) >= 'a' && (u | 0x20) <= 'z');
+}
+
+/* The added token matching at text[pos], longest first; NULL when none. A
+ * single_word token matches only with no word character on either side. */
 static const added_token *added_at(const llm_tokenizer *t, const char *text, size_t n, size_t pos)
 {
     const added_token *best = NULL;
     for (size_t i = 0; i < t->nadded; i++) {
         const added_token *a = &t->added[i];
         if (a->len > n - pos || memcmp(text + pos, a->text, a->len)) continue;
+        if (a->single_word && ((pos > 0 && is_word_byte(text[pos - 1])) ||
+                               (pos + a->len < n && is_word_byte(text[pos + a->len]))))
+            continue;
         if (best && best->len >= a->len) continue;
         best = a;
     }
