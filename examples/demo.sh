@@ -54,3 +54,7 @@ step "a sentence, as ids and back"
 printf 'In the beginning God created the heaven and the earth.' > "$out/sentence.txt"
 llm-tokenize -t "$out/tokenizer.json" --format ids "$out/sentence.txt" | tee "$out/sentence.ids"
 llm-tokenize decode -t "$out/tokenizer.json" "$out/sentence.ids"; echo
+
+step "llm-shard: the Bible as training sequences of 1024 tokens"
+llm-shard --seq 1024 --progress "$out/kjv.stream" > "$out/kjv-seqs.stream"
+llm-inspect --head 0 "$out/kjv-seqs.stream"
