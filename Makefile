@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 CFLAGS  ?= $(OPT)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -Ilib -Ikernels $(CFLAGS)
-LDLIBS  := -lmsgpackc -ljansson -lpcre2-8 -lutf8proc -larchive -lm -pthread
+LDLIBS  := -lmsgpackc -ljansson -lpcre2-8 -lutf8proc -larchive -lxxhash -lm -pthread
 
 # CUDA: compiled wherever nvcc exists, GPU or not.
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })

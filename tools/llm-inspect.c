@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "describe.h"
 #include "fileio.h"
+#include "seqset.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,7 +19,7 @@ static uint64_t max_record;
 static const char *format = "auto";
 
 static const llm_opt options[] = {
-    {"head", 'n', LLM_OPT_INT, &head, "N", "streams: print the header and the first N records only", 0, INT64_MAX},
+    {"head", 'n', LLM_OPT_INT, &head, "N", "streams: the header and the first N records only; shard sets: N sequences", 0, INT64_MAX},
     {"stats", 's', LLM_OPT_FLAG, &with_stats, NULL, "safetensors: add min, max, mean, rms, nan, inf of float tensors", 0, 0},
     {"compact", 'c', LLM_OPT_FLAG, &compact, NULL, "safetensors: print the document on one line", 0, 0},
     {"format", 'f', LLM_OPT_STR, &format, "FMT", "auto (default), safetensors or stream", 0, 0},
@@ -29,10 +30,11 @@ static const llm_opt options[] = {
 static const llm_cmd cmd = {
     .name = "llm-inspect",
     .summary = "show what is in an llmux file or stream, as JSON",
-    .synopsis = "[--stats] [--compact] FILE.safetensors...\n[--head N] FILE.stream... | -",
+    .synopsis = "[--stats] [--compact] FILE.safetensors...\n[--head N] FILE.stream... | -\n[--head N] SHARD-DIR...",
     .opts = options,
     .footer = "A safetensors file prints as one JSON document; a stream prints one JSON line per\n"
-              "record (header, records, end). '-' or no FILE reads a stream from stdin.",
+              "record (header, records, end). '-' or no FILE reads a stream from stdin. A shard set\n"
+              "(a directory from llm-shard -o) prints its manifest once every shard's checksum matched.",
 };
 
 static void print_json(json_t *j, size_t flags)
@@ -147,8 +149,50 @@ static int ends_with(const char *s, const char *suffix)
     return a >= b && !strcmp(s + a - b, suffix);
 }
 
+/* A shard set: its manifest, "verified": true once every checksum matched,
+ * then with --head N the first N sequences as JSON lines. */
+static void inspect_seqset(const char *dir)
+{
+    llm_err err;
+    llm_seqset *s;
+    if (llm_seqset_open(dir, &s, &err) || llm_seqset_verify(s, &err)) llm_die_err(&err);
+    json_t *m = json_loads(llm_seqset_manifest(s), 0, NULL);
+    if (!m) llm_die("%s: out of memory", dir);
+    json_object_set_new(m, "verified", json_true());
+    print_document(m);
+    size_t n = (size_t)llm_seqset_seq_len(s) + 1;
+    uint32_t *tok = malloc(n * sizeof *tok);
+    uint8_t *mask = malloc(n);
+    if (!tok || !mask) llm_die("out of memory");
+    for (uint64_t i = 0; head > 0 && i < (uint64_t)head && i < llm_seqset_count(s); i++) {
+        if (llm_seqset_get(s, i, tok, mask, &err)) llm_die_err(&err);
+        json_t *r = json_object(), *a = json_array(), *ma = json_array();
+        json_object_set_new(r, "type", json_string("seq"));
+        json_object_set_new(r, "index", json_integer((json_int_t)i));
+        for (size_t k = 0; k < n; k++) json_array_append_new(a, json_integer(tok[k]));
+        json_object_set_new(r, "tokens", a);
+        if (llm_seqset_has_masks(s)) {
+            for (size_t k = 0; k < n; k++) json_array_append_new(ma, json_integer(mask[k]));
+            json_object_set_new(r, "mask", ma);
+        } else {
+            json_decref(ma);
+        }
+        print_json(r, JSON_COMPACT);
+    }
+    free(tok);
+    free(mask);
+    llm_seqset_close(s);
+}
+
 static void inspect(const char *path)
 {
+    struct stat dst;
+    char manifest[4096];
+    snprintf(manifest, sizeof manifest, "%s/manifest.json", path);
+    if (stat(path, &dst) == 0 && S_ISDIR(dst.st_mode) && access(manifest, F_OK) == 0) {
+        inspect_seqset(path);
+        return;
+    }
     int is_stdin = !strcmp(path, "-");
     const char *name = is_stdin ? "<stdin>" : path;
     int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);
