@@ -187,12 +187,22 @@ static void inspect_seqset(const char *dir)
 static void inspect(const char *path)
 {
     struct stat dst;
-    char manifest[4096];
+    char manifest[8192];
     snprintf(manifest, sizeof manifest, "%s/manifest.json", path);
     if (stat(path, &dst) == 0 && S_ISDIR(dst.st_mode) && access(manifest, F_OK) == 0) {
         inspect_seqset(path);
         return;
     }
+    /* llm-shard -o DIR: DIR/train and DIR/val */
+    static const char *const parts[] = {"train", "val"};
+    int found = 0;
+    for (int i = 0; i < 2 && S_ISDIR(dst.st_mode); i++) {
+        char sub[4096];
+        snprintf(sub, sizeof sub, "%s/%s", path, parts[i]);
+        snprintf(manifest, sizeof manifest, "%s/manifest.json", sub);
+        if (access(manifest, F_OK) == 0) { inspect_seqset(sub); found = 1; }
+    }
+    if (found) return;
     int is_stdin = !strcmp(path, "-");
     const char *name = is_stdin ? "<stdin>" : path;
     int fd = is_stdin ? STDIN_FILENO : open(path, O_RDONLY | O_CLOEXEC);

@@ -1,27 +1,34 @@
 /* llm-shard: documents of tokens (an llm-tokenize stream) into training
- * sequences. See llm-shard(1); the packing is lib/pack.c. */
+ * sequences. See llm-shard(1); the packing is lib/pack.c, shard sets
+ * lib/seqset.c. */
 #include "cli.h"
 #include "fileio.h"
+#include "hash.h"
 #include "pack.h"
 #include "seqset.h"
 #include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
-static int64_t seq_len;
+static int64_t seq_len, seed;
 static int no_cross_doc;
 static uint64_t max_record, shard_size;
 static const char *out_dir;
+static double val_fraction;
 
 static const llm_opt options[] = {
     {"seq", 0, LLM_OPT_INT, &seq_len, "T", "tokens per sequence (each sequence holds T + 1: inputs and shifted targets)", 1, 1 << 24},
     {"no-cross-doc", 0, LLM_OPT_FLAG, &no_cross_doc, NULL, "no sequence crosses a document boundary (padding and a mask)", 0, 0},
-    {"output", 'o', LLM_OPT_STR, &out_dir, "DIR", "write a shard set (a new directory) instead of a stream to stdout", 0, 0},
+    {"output", 'o', LLM_OPT_STR, &out_dir, "DIR", "write shard sets DIR/train (and DIR/val) instead of a stream to stdout", 0, 0},
+    {"val", 0, LLM_OPT_DOUBLE, &val_fraction, "F", "with -o: this fraction of the documents goes to DIR/val", 0, 0},
+    {"seed", 0, LLM_OPT_INT, &seed, "S", "which documents go to val (default 0)", 0, 0},
     {"shard-size", 0, LLM_OPT_SIZE, &shard_size, "SIZE", "with -o: bytes per shard file, about (default 64M)", 0, 0},
     {"max-record", 0, LLM_OPT_SIZE, &max_record, "SIZE", "largest input record accepted (default 64M)", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -30,22 +37,35 @@ static const llm_opt options[] = {
 static const llm_cmd cmd = {
     .name = "llm-shard",
     .summary = "pack token documents into training sequences",
-    .synopsis = "--seq T [--no-cross-doc] [-o DIR [--shard-size SIZE]] [FILE.stream...]",
+    .synopsis = "--seq T [--no-cross-doc] [-o DIR [--val F] [--seed S] [--shard-size SIZE]] [FILE.stream...]",
     .opts = options,
     .footer = "Reads doc streams (llm-tokenize's output; '-' or no FILE is stdin) and writes one stream of\n"
-              "sequence records to stdout, or with -o a shard set (see llm-shards(5)).",
+              "sequence records to stdout, or with -o shard sets DIR/train and DIR/val (see llm-shards(5)).",
 };
 
+/* One output: a stream to stdout, or a shard set; with its own packer. */
 typedef struct {
-    llm_stream_writer *w;        /* a stream to stdout, or */
-    llm_seqset_writer *set;      /* a shard set */
-    int masks;
-} sink;
+    const char *name;            /* "train", "val" */
+    llm_stream_writer *w;
+    llm_seqset_writer *set;
+    llm_packer *packer;
+} split;
+
+static split splits[2] = {{.name = "train"}, {.name = "val"}};
+static int nsplits = 1;
+
+/* A failure leaves no half-written shard set behind. */
+static void remove_partial_sets(void)
+{
+    for (int i = 0; i < nsplits; i++)
+        if (splits[i].set) llm_seqset_writer_abort(splits[i].set);
+}
 
 static int emit(void *ctx, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err)
 {
-    sink *s = ctx;
+    split *s = ctx;
     if (s->set) return llm_seqset_writer_add(s->set, tokens, mask, n, err);
+    (void)err;
     llm_sw_record(s->w, "seq", mask ? 2 : 1);
     llm_sw_kv_tokens(s->w, "tokens", tokens, n);
     if (mask) llm_sw_kv_bin(s->w, "mask", mask, n);
@@ -73,34 +93,88 @@ static void read_info(llm_stream_reader *r, const char *name, source_info *info)
     info->masks = llm_mp_str_eq(llm_mp_get(h, "mask"), "loss");
 }
 
-static sink *cleanup_sink;
-
-/* A failure leaves no half-written shard set behind. */
-static void remove_partial_set(void)
+static void open_outputs(const source_info *info)
 {
-    if (cleanup_sink && cleanup_sink->set) llm_seqset_writer_abort(cleanup_sink->set);
+    llm_err err;
+    int masks = info->masks || no_cross_doc;
+    if (out_dir && mkdir(out_dir, 0777) != 0 && errno != EEXIST) llm_die("%s: %s", out_dir, strerror(errno));
+    for (int i = 0; i < nsplits; i++) {
+        split *s = &splits[i];
+        llm_pack_opts o = {(size_t)seq_len, (uint32_t)info->eos, (uint32_t)info->eos, !no_cross_doc, info->masks};
+        if (llm_packer_new(&s->packer, &o, emit, s, &err)) llm_die_err(&err);
+        if (out_dir) {
+            char path[PATH_MAX];
+            snprintf(path, sizeof path, "%s/%s", out_dir, s->name);
+            llm_seqset_info si = {info->tokenizer, info->vocab_size, info->eos, (uint32_t)seq_len,
+                                  (uint32_t)info->width, masks, shard_size};
+            if (llm_seqset_writer_open(&s->set, path, &si, &err)) llm_die_err(&err);
+            continue;
+        }
+        if (llm_sw_open(&s->w, STDOUT_FILENO, "<stdout>", &err)) llm_die_err(&err);
+        llm_sw_header(s->w, "seqs", info->width, 4 + (size_t)masks);
+        llm_sw_kv_str(s->w, "tokenizer", info->tokenizer);
+        llm_sw_kv_u64(s->w, "vocab_size", info->vocab_size);
+        llm_sw_kv_u64(s->w, "eos_id", info->eos);
+        llm_sw_kv_u64(s->w, "seq_len", (uint64_t)seq_len);
+        if (masks) llm_sw_kv_str(s->w, "mask", "loss");
+    }
+}
+
+/* Which split document number `doc` goes to: the same for the same seed,
+ * whatever else is in the input. */
+static int split_of(uint64_t doc)
+{
+    if (nsplits == 1) return 0;
+    uint64_t h = llm_hash_mix((uint64_t)seed * 0x9e3779b97f4a7c15ull ^ llm_hash_mix(doc + 1));
+    return (double)(h >> 11) * 0x1.0p-53 < val_fraction ? 1 : 0;
+}
+
+static void finish_outputs(void)
+{
+    llm_err err;
+    for (int i = 0; i < nsplits; i++) {
+        split *s = &splits[i];
+        if (llm_packer_finish(s->packer, &err)) llm_die_err(&err);
+        const llm_pack_stats *st = llm_packer_stats(s->packer);
+        if (s->set) {
+            llm_seqset_counts counts = {st->documents, st->tokens_in, st->tokens_dropped, st->tokens_padded};
+            llm_seqset_writer *set = s->set;
+            s->set = NULL;   /* finish frees it, on failure too */
+            if (llm_seqset_writer_finish(set, &counts, &err)) llm_die_err(&err);
+        } else if (llm_sw_finish(s->w, &err)) {
+            llm_die_err(&err);
+        }
+        if (llm_progress_enabled())
+            fprintf(stderr, "%s: %s: %llu documents, %llu tokens: %llu sequences of %lld; %llu tokens dropped, %llu padded\n",
+                    llm_progname(), s->name, (unsigned long long)st->documents, (unsigned long long)st->tokens_in,
+                    (unsigned long long)st->sequences, (long long)seq_len, (unsigned long long)st->tokens_dropped,
+                    (unsigned long long)st->tokens_padded);
+        llm_sw_free(s->w);
+        llm_packer_free(s->packer);
+    }
 }
 
 int main(int argc, char **argv)
 {
     llm_cli_init(argv[0]);
-    atexit(remove_partial_set);
+    atexit(remove_partial_sets);
     char **files;
     int nfiles = llm_cli_parse(&cmd, argc, argv, &files);
     if (!seq_len) llm_usage_error("--seq T is required");
+    if (val_fraction < 0 || val_fraction >= 1) llm_usage_error("--val must be at least 0 and less than 1");
+    if (val_fraction > 0 && !out_dir) llm_usage_error("--val needs -o DIR (the two splits are two shard sets)");
+    if (val_fraction > 0) nsplits = 2;
     if (nfiles == 0) {
         static char *dash[] = {"-", NULL};
         files = dash;
         nfiles = 1;
     }
     llm_err err;
-    sink s = {0};
-    cleanup_sink = &s;
-    llm_packer *p = NULL;
     source_info first = {0};
     uint32_t *ids = NULL;
     uint8_t *mask = NULL;
     size_t cap = 0, mask_cap = 0, n;
+    uint64_t doc = 0;
     for (int f = 0; f < nfiles; f++) {
         const char *name = strcmp(files[f], "-") ? files[f] : "<stdin>";
         int fd = strcmp(files[f], "-") ? open(files[f], O_RDONLY | O_CLOEXEC) : STDIN_FILENO;
@@ -112,22 +186,7 @@ int main(int argc, char **argv)
         if (!info.has_eos) llm_die("%s: the stream's header has no eos_id to join documents with", name);
         if (f == 0) {
             first = info;
-            llm_pack_opts o = {(size_t)seq_len, (uint32_t)info.eos, (uint32_t)info.eos, !no_cross_doc, info.masks};
-            s.masks = info.masks || no_cross_doc;
-            if (llm_packer_new(&p, &o, emit, &s, &err)) llm_die_err(&err);
-            if (out_dir) {
-                llm_seqset_info si = {info.tokenizer, info.vocab_size, info.eos, (uint32_t)seq_len,
-                                      (uint32_t)info.width, s.masks, shard_size};
-                if (llm_seqset_writer_open(&s.set, out_dir, &si, &err)) llm_die_err(&err);
-            } else {
-                if (llm_sw_open(&s.w, STDOUT_FILENO, "<stdout>", &err)) llm_die_err(&err);
-                llm_sw_header(s.w, "seqs", info.width, 4 + (size_t)s.masks);
-                llm_sw_kv_str(s.w, "tokenizer", info.tokenizer);
-                llm_sw_kv_u64(s.w, "vocab_size", info.vocab_size);
-                llm_sw_kv_u64(s.w, "eos_id", info.eos);
-                llm_sw_kv_u64(s.w, "seq_len", (uint64_t)seq_len);
-                if (s.masks) llm_sw_kv_str(s.w, "mask", "loss");
-            }
+            open_outputs(&info);
         } else if (strcmp(info.tokenizer, first.tokenizer) || info.eos != first.eos || info.width != first.width ||
                    info.masks != first.masks) {
             llm_die("%s: tokenized differently from %s (tokenizer, eos, width or masks)", name, files[0]);
@@ -148,30 +207,13 @@ int main(int argc, char **argv)
                 mask_cap = n;
             }
             if (m) memcpy(mask, m->via.bin.ptr, n);
-            if (llm_packer_add(p, ids, m ? mask : NULL, n, &err)) llm_die_err(&err);
+            if (llm_packer_add(splits[split_of(doc++)].packer, ids, m ? mask : NULL, n, &err)) llm_die_err(&err);
         }
         if (got < 0) llm_die_err(&err);
         llm_sr_close(r);
         if (fd != STDIN_FILENO) close(fd);
     }
-    if (llm_packer_finish(p, &err)) llm_die_err(&err);
-    const llm_pack_stats *st = llm_packer_stats(p);
-    if (s.set) {
-        llm_seqset_counts counts = {st->documents, st->tokens_in, st->tokens_dropped, st->tokens_padded};
-        llm_seqset_writer *set = s.set;
-        s.set = NULL;   /* finish frees it, on failure too */
-        if (llm_seqset_writer_finish(set, &counts, &err)) llm_die_err(&err);
-    } else if (llm_sw_finish(s.w, &err)) {
-        llm_die_err(&err);
-    }
-    if (llm_progress_enabled())
-        fprintf(stderr, "%s: %llu documents, %llu tokens: %llu sequences of %lld; %llu tokens dropped, %llu padded\n",
-                llm_progname(),
-                    (unsigned long long)st->documents, (unsigned long long)st->tokens_in,
-                    (unsigned long long)st->sequences, (long long)seq_len, (unsigned long long)st->tokens_dropped,
-                    (unsigned long long)st->tokens_padded);
-    llm_sw_free(s.w);
-    llm_packer_free(p);
+    finish_outputs();
     free(ids);
     free(mask);
     return 0;
