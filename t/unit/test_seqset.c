@@ -21,7 +21,7 @@ TEST(round_trip_widths_masks_and_shard_sizes)
                 char dir[128];
                 snprintf(dir, sizeof dir, "%s/set%d", base, run++);
                 uint32_t T = seqs[si], W = widths[wi];
-                llm_seqset_info info = {"unit", 3000000, 0, T, W, masks, 500};   /* small shards: many files */
+                llm_seqset_info info = {"unit", 3000000, 0, T, W, masks, 64};   /* small shards: many files */
                 llm_seqset_writer *w;
                 llm_err e;
                 CHECK(llm_seqset_writer_open(&w, dir, &info, &e) == 0);
