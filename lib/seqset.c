@@ -1,6 +1,7 @@
 /* Shard sets: see seqset.h. */
 #include "seqset.h"
 #include "fileio.h"
+#include "le.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -139,13 +140,9 @@ int llm_seqset_writer_add(llm_seqset_writer *w, const uint32_t *tokens, const ui
         if (w->fd >= 0 && w->shards[w->nshards - 1].count && close_shard(w, err)) return -1;
         if (w->fd < 0 && open_shard(w, err)) return -1;
     }
-    unsigned char *p = w->rec;
-    for (size_t i = 0; i < n; i++, p += w->info.token_width) {
-        if (w->info.token_width == 2 && tokens[i] > 0xffff)
-            return llm_errf(err, "%s: token id %u does not fit 2 bytes", w->dir, tokens[i]);
-        put_le(p, tokens[i], (int)w->info.token_width);
-    }
-    if (w->info.masks) memcpy(p, mask, n);
+    if (llm_u32_to_le(w->rec, tokens, n, (int)w->info.token_width))
+        return llm_errf(err, "%s: a token id does not fit 2 bytes", w->dir);
+    if (w->info.masks) memcpy(w->rec + n * w->info.token_width, mask, n);
     shard_meta *m = &w->shards[w->nshards - 1];
     if (llm_write_all(w->fd, w->rec, w->rec_bytes, m->name, err)) return llm_err_prefix(err, "%s", w->dir);
     m->count++;
@@ -364,7 +361,7 @@ int llm_seqset_get(llm_seqset *s, uint64_t i, uint32_t *tokens, uint8_t *mask, l
     if (check_shard(s, sh, err)) return -1;
     const unsigned char *p = sh->map.data + LLM_SEQSET_HEADER + (i - sh->first) * s->rec_bytes;
     size_t n = (size_t)s->seq_len + 1;
-    for (size_t k = 0; k < n; k++, p += s->width) tokens[k] = (uint32_t)get_le(p, (int)s->width);
-    if (mask && s->masks) memcpy(mask, p, n);
+    llm_le_to_u32(tokens, p, n, (int)s->width);
+    if (mask && s->masks) memcpy(mask, p + n * s->width, n);
     return 0;
 }

@@ -1,6 +1,7 @@
 /* The stream reader: see stream.h. */
 #include "msgpack_frame.h"
 #include "stream.h"
+#include "le.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -304,12 +305,7 @@ int llm_sr_tokens(const llm_stream_reader *r, const msgpack_object *rec, const c
         *ids = p;
         *cap = count;
     }
-    const unsigned char *b = (const unsigned char *)v->via.bin.ptr;   /* unaligned: assemble bytes */
-    if (w == 4)
-        for (size_t i = 0; i < count; i++, b += 4)
-            (*ids)[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8 | (uint32_t)b[2] << 16 | (uint32_t)b[3] << 24;
-    else
-        for (size_t i = 0; i < count; i++, b += 2) (*ids)[i] = (uint32_t)b[0] | (uint32_t)b[1] << 8;
+    llm_le_to_u32(*ids, v->via.bin.ptr, count, (int)w);   /* unaligned bytes: never cast */
     *n = count;
     return 0;
 }

@@ -1,6 +1,7 @@
 /* The stream writer: see stream.h. */
 #include "fileio.h"
 #include "stream.h"
+#include "le.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -180,14 +181,8 @@ int llm_sw_kv_tokens(llm_stream_writer *w, const char *k, const uint32_t *ids, s
         w->scratch = s;
         w->scratch_cap = bytes;
     }
-    unsigned char *p = w->scratch;
-    for (size_t i = 0; i < n; i++) {
-        uint32_t v = ids[i];
-        if (width == 2 && v > 0xffff) return fail(w, "%s: token id in '%s' does not fit the stream's 2-byte width", k);
-        *p++ = (unsigned char)v;
-        *p++ = (unsigned char)(v >> 8);
-        if (width == 4) { *p++ = (unsigned char)(v >> 16); *p++ = (unsigned char)(v >> 24); }
-    }
+    if (llm_u32_to_le(w->scratch, ids, n, (int)width))
+        return fail(w, "%s: token id in '%s' does not fit the stream's 2-byte width", k);
     return llm_sw_kv_bin(w, k, w->scratch, bytes);
 }
 
