@@ -12,6 +12,7 @@
 static inline void llm_le_to_u32(uint32_t *out, const void *in, size_t n, int width)
 {
     const unsigned char *b = in;
+    if (!n) return;   /* out may be NULL then */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (width == 4) { memcpy(out, b, n * 4); return; }
     for (size_t i = 0; i < n; i++) {
@@ -29,6 +30,7 @@ static inline void llm_le_to_u32(uint32_t *out, const void *in, size_t n, int wi
 static inline int llm_u32_to_le(void *out, const uint32_t *in, size_t n, int width)
 {
     unsigned char *b = out;
+    if (!n) return 0;   /* out may be NULL then */
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     if (width == 4) { memcpy(b, in, n * 4); return 0; }
     uint32_t high = 0;
