@@ -17,6 +17,7 @@
  *           is current, is the true maximum. */
 #include "bpe_train.h"
 #include "hash.h"
+#include "unicode.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -72,20 +73,7 @@ static size_t utf8_char(const unsigned char *s, size_t n, unsigned *cp)
 /* Offset of the first invalid byte, or n when s[0..n) is valid UTF-8. */
 static size_t utf8_invalid_at(const unsigned char *s, size_t n)
 {
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t v;
-            memcpy(&v, s + i, 8);
-            if (!(v & 0x8080808080808080ull)) { i += 8; continue; }
-        }
-        if (s[i] < 0x80) { i++; continue; }
-        unsigned cp;
-        size_t len = utf8_char(s + i, n - i, &cp);
-        if (!len) return i;
-        i += len;
-    }
-    return n;
+    return llm_utf8_valid_prefix((const char *)s, n);
 }
 
 /* ---- a hash map of byte strings -> counts (or ids) ---- */

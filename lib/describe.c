@@ -1,6 +1,7 @@
 #include "describe.h"
 #include "llmk.h"
 #include "strbuf.h"
+#include "unicode.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -111,36 +112,19 @@ json_t *llm_describe_safetensors(const llm_st_file *f, const char *path, int wit
     return doc;
 }
 
-/* Length of the valid UTF-8 sequence at p (1-4), or 0 when invalid. */
-static size_t utf8_len(const unsigned char *p, size_t n)
-{
-    unsigned c = p[0];
-    size_t len;
-    unsigned min;
-    if (c < 0x80) return 1;
-    if (c >= 0xc2 && c <= 0xdf) { len = 2; min = 0x80; }
-    else if (c >= 0xe0 && c <= 0xef) { len = 3; min = 0x800; }
-    else if (c >= 0xf0 && c <= 0xf4) { len = 4; min = 0x10000; }
-    else return 0;
-    if (len > n) return 0;
-    unsigned cp = c & (0x7f >> len);
-    for (size_t i = 1; i < len; i++) {
-        if ((p[i] & 0xc0) != 0x80) return 0;
-        cp = cp << 6 | (p[i] & 0x3f);
-    }
-    if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
-    return len;
-}
-
+/* s as a JSON string: U+FFFD for each byte that is not valid UTF-8, and
+ * NUL (which jansson strings cannot hold) as the two characters \0. */
 static json_t *string_json(const char *s, size_t n)
 {
     llm_strbuf b = {0};
-    const unsigned char *p = (const unsigned char *)s;
     for (size_t i = 0; i < n;) {
-        size_t len = utf8_len(p + i, n - i);
-        if (len && p[i]) { llm_sb_add(&b, p + i, len); i += len; }
-        else if (!p[i]) { llm_sb_add(&b, "\\0", 2); i++; }   /* jansson strings cannot hold NUL */
-        else { llm_sb_add(&b, "\xef\xbf\xbd", 3); i++; }
+        size_t valid = llm_utf8_valid_prefix(s + i, n - i);
+        for (size_t k = 0; k < valid; k++) {
+            if (s[i + k]) llm_sb_add(&b, s + i + k, 1);
+            else llm_sb_add(&b, "\\0", 2);
+        }
+        i += valid;
+        if (i < n) { llm_sb_add(&b, "\xef\xbf\xbd", 3); i++; }
     }
     json_t *j = json_stringn(b.data ? b.data : "", b.len);
     llm_sb_free(&b);

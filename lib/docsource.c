@@ -13,6 +13,7 @@
  * Bidding consumes bytes; a regular file is rewound with lseek, a pipe's
  * consumed bytes are recorded (hist) and served again to the next reader. */
 #include "docsource.h"
+#include "unicode.h"
 
 #include <archive.h>
 #include <archive_entry.h>
@@ -128,37 +129,14 @@ static const char *set_origin(llm_docsrc *s, int with_line)
 
 /* ---- text checks ---- */
 
-/* 0: valid UTF-8 without NUL; 1: invalid UTF-8 at *bad; 2: NUL at *bad. */
+/* 0: valid UTF-8 without NUL; 1: invalid UTF-8 at *bad; 2: NUL at *bad
+ * (whichever comes first). */
 static int utf8_check(const unsigned char *p, size_t n, size_t *bad)
 {
-    const uint64_t hi = 0x8080808080808080ull, lo = 0x0101010101010101ull;
-    size_t i = 0;
-    while (i < n) {
-        if (i + 8 <= n) {
-            uint64_t v;
-            memcpy(&v, p + i, 8);
-            if (!(v & hi) && !((v - lo) & ~v & hi)) { i += 8; continue; }
-        }
-        unsigned c = p[i];
-        if (c < 0x80) {
-            if (!c) { *bad = i; return 2; }
-            i++;
-            continue;
-        }
-        size_t k;
-        uint32_t cp;
-        if (c >= 0xC2 && c <= 0xDF) { k = 1; cp = c & 0x1F; }
-        else if (c >= 0xE0 && c <= 0xEF) { k = 2; cp = c & 0x0F; }
-        else if (c >= 0xF0 && c <= 0xF4) { k = 3; cp = c & 0x07; }
-        else { *bad = i; return 1; }
-        for (size_t j = 1; j <= k; j++) {
-            if (i + j >= n || (p[i + j] & 0xC0) != 0x80) { *bad = i; return 1; }
-            cp = cp << 6 | (p[i + j] & 0x3F);
-        }
-        if ((k == 2 && cp < 0x800) || (k == 3 && (cp < 0x10000 || cp > 0x10FFFF)) ||
-            (cp >= 0xD800 && cp <= 0xDFFF)) { *bad = i; return 1; }
-        i += k + 1;
-    }
+    size_t valid = llm_utf8_valid_prefix((const char *)p, n);
+    const unsigned char *nul = memchr(p, 0, valid);
+    if (nul) { *bad = (size_t)(nul - p); return 2; }
+    if (valid < n) { *bad = valid; return 1; }
     return 0;
 }
 
