@@ -48,6 +48,140 @@ typedef struct {
 void llmk_stats_f32_ref(llmk_stats *s, const float *x, size_t n);
 void llmk_stats_f32(llmk_stats *s, const float *x, size_t n);
 
+/* ==== training and inference kernels (fp32) ====
+ * Shapes follow PyTorch: a Linear layer's weight is (out, in) and
+ * y = x @ W^T + b. Activations are row-major (rows, channels) with
+ * rows = B * T (batch and time flattened, time fastest). Backward kernels
+ * ACCUMULATE (+=) into the gradients they are given (llm.c's convention), so
+ * a parameter used twice (tied embeddings) sums its gradients; a NULL
+ * gradient pointer is not computed. Dimensions are size_t. */
+
+/* ---- threads ----
+ * The CPU kernels split their work over a pool of worker threads, made on
+ * first use. llmk_set_threads(0) means one per online processor (the
+ * default, or LLMK_THREADS from the environment when set). */
+void llmk_set_threads(int n);
+int llmk_threads(void);
+/* Runs fn(ctx, begin, end) over [0, n) in chunks of at least `grain`,
+ * spread over the pool; returns when all are done. Calls from inside a task
+ * run inline (no nested parallelism). */
+typedef void (*llmk_range_fn)(void *ctx, size_t begin, size_t end);
+void llmk_parallel_for(size_t n, size_t grain, llmk_range_fn fn, void *ctx);
+
+/* ---- general matrix multiply ----
+ * C (M, N) = alpha * op(A) (M, K) @ op(B) (K, N) + beta * C, row-major, with
+ * leading dimensions (row strides) lda, ldb, ldc; op(X) = X or X^T
+ * (trans_a / trans_b nonzero). beta == 0 ignores C's old contents (NaN too). */
+void llmk_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                    const float *B, size_t ldb, float beta, float *C, size_t ldc);
+void llmk_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
+                const float *B, size_t ldb, float beta, float *C, size_t ldc);
+
+/* Linear layer: out (rows, oc) = inp (rows, ic) @ w (oc, ic)^T + bias (oc, or NULL). */
+void llmk_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias, size_t rows, size_t ic,
+                             size_t oc);
+void llmk_linear_forward(float *out, const float *inp, const float *w, const float *bias, size_t rows, size_t ic,
+                         size_t oc);
+/* dinp (rows, ic) += dout @ w; dw (oc, ic) += dout^T @ inp; dbias (oc) += column sums of dout. */
+void llmk_linear_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                              size_t rows, size_t ic, size_t oc);
+void llmk_linear_backward(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
+                          size_t rows, size_t ic, size_t oc);
+
+/* ---- embeddings ----
+ * out (rows, C) = wte[ids[r]] (+ wpe[r % T] when wpe is not NULL: learned
+ * positions, GPT-2). ids must be < the table's rows (the caller checks). */
+void llmk_embed_forward_ref(float *out, const uint32_t *ids, const float *wte, const float *wpe, size_t rows, size_t T,
+                            size_t C);
+void llmk_embed_forward(float *out, const uint32_t *ids, const float *wte, const float *wpe, size_t rows, size_t T,
+                        size_t C);
+void llmk_embed_backward_ref(float *dwte, float *dwpe, const float *dout, const uint32_t *ids, size_t rows, size_t T,
+                             size_t C);
+void llmk_embed_backward(float *dwte, float *dwpe, const float *dout, const uint32_t *ids, size_t rows, size_t T,
+                         size_t C);
+
+/* ---- normalisation ----
+ * LayerNorm (biased variance, as torch): out = (x - mean) * rstd * w + b;
+ * mean and rstd (rows) are saved for the backward pass. */
+void llmk_layernorm_forward_ref(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                                size_t rows, size_t C, float eps);
+void llmk_layernorm_forward(float *out, float *mean, float *rstd, const float *inp, const float *w, const float *b,
+                            size_t rows, size_t C, float eps);
+void llmk_layernorm_backward_ref(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                                 const float *mean, const float *rstd, size_t rows, size_t C);
+void llmk_layernorm_backward(float *dinp, float *dw, float *db, const float *dout, const float *inp, const float *w,
+                             const float *mean, const float *rstd, size_t rows, size_t C);
+/* RMSNorm (Llama): out = x * rstd * w, rstd = 1 / sqrt(mean(x^2) + eps). */
+void llmk_rmsnorm_forward_ref(float *out, float *rstd, const float *inp, const float *w, size_t rows, size_t C, float eps);
+void llmk_rmsnorm_forward(float *out, float *rstd, const float *inp, const float *w, size_t rows, size_t C, float eps);
+void llmk_rmsnorm_backward_ref(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                               const float *rstd, size_t rows, size_t C);
+void llmk_rmsnorm_backward(float *dinp, float *dw, const float *dout, const float *inp, const float *w,
+                           const float *rstd, size_t rows, size_t C);
+
+/* ---- activations ----
+ * GELU, tanh approximation (GPT-2's "gelu_new"): n elements. */
+void llmk_gelu_forward_ref(float *out, const float *inp, size_t n);
+void llmk_gelu_forward(float *out, const float *inp, size_t n);
+void llmk_gelu_backward_ref(float *dinp, const float *inp, const float *dout, size_t n);
+void llmk_gelu_backward(float *dinp, const float *inp, const float *dout, size_t n);
+/* SwiGLU (Llama's MLP): inp (rows, 2F) holds [gate | up] in each row;
+ * out (rows, F) = silu(gate) * up. */
+void llmk_swiglu_forward_ref(float *out, const float *inp, size_t rows, size_t F);
+void llmk_swiglu_forward(float *out, const float *inp, size_t rows, size_t F);
+void llmk_swiglu_backward_ref(float *dinp, const float *inp, const float *dout, size_t rows, size_t F);
+void llmk_swiglu_backward(float *dinp, const float *inp, const float *dout, size_t rows, size_t F);
+
+/* ---- rotary position embedding (Llama, Hugging Face's rotate_half form) ----
+ * In place on the first `heads` heads of D channels at the start of every
+ * row of x (rows, row_stride): the pair (i, i + D/2) of a head at position
+ * p = row % T is rotated by the angle p * theta^(-2i/D). backward rotates
+ * the gradient back by the same angle (the transpose), also in place. */
+void llmk_rope_forward_ref(float *x, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
+void llmk_rope_forward(float *x, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
+void llmk_rope_backward_ref(float *dx, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
+void llmk_rope_backward(float *dx, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
+
+/* ---- causal self-attention ----
+ * qkv (B, T, (H + 2*KVH) * D): per row the H query heads, then KVH key
+ * heads, then KVH value heads (grouped-query: query head h reads kv head
+ * h / (H / KVH)). out (B, T, H * D) = softmax(q k^T / sqrt(D), causal) v.
+ * att (B, H, T, T) keeps the probabilities for the backward pass (entries
+ * above the diagonal are 0). dqkv accumulates; scratch is B*H*T*T floats. */
+void llmk_attention_forward_ref(float *out, float *att, const float *qkv, size_t B, size_t T, size_t H, size_t KVH,
+                                size_t D);
+void llmk_attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t H, size_t KVH,
+                            size_t D);
+void llmk_attention_backward_ref(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
+                                 size_t B, size_t T, size_t H, size_t KVH, size_t D);
+void llmk_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
+                             size_t B, size_t T, size_t H, size_t KVH, size_t D);
+
+/* ---- classifier loss ----
+ * For each row: loss[r] = logsumexp(logits[r]) - logits[r][targets[r]]
+ * (computed in double inside the row, stored as float). When grad_scale is
+ * not NULL the logits are overwritten by the gradient of
+ * sum_r grad_scale[r] * loss[r]: (softmax - onehot) * grad_scale[r]; a row
+ * with grad_scale 0 gets zeros (masked). targets[r] < V (the caller checks). */
+void llmk_softmax_xent_ref(float *loss, float *logits, const uint32_t *targets, const float *grad_scale, size_t rows,
+                           size_t V);
+void llmk_softmax_xent(float *loss, float *logits, const uint32_t *targets, const float *grad_scale, size_t rows,
+                       size_t V);
+
+/* ---- optimiser ----
+ * One AdamW step as torch.optim.AdamW computes it (decoupled weight decay,
+ * bias correction, same order of float operations), on n parameters.
+ * step counts from 1. grad_scale multiplies every gradient first (clipping). */
+typedef struct {
+    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    uint64_t step;
+} llmk_adamw_args;
+void llmk_adamw_ref(float *param, const float *grad, float *m, float *v, size_t n, const llmk_adamw_args *a);
+void llmk_adamw(float *param, const float *grad, float *m, float *v, size_t n, const llmk_adamw_args *a);
+/* Sum of squares, accumulated in double (for the global gradient norm). */
+double llmk_sumsq_ref(const float *x, size_t n);
+double llmk_sumsq(const float *x, size_t n);
+
 #ifdef LLMK_CUDA
 /* CUDA versions: device pointers, asynchronous on `stream` (a cudaStream_t). */
 int llmk_bf16_to_f32_cuda(float *out, const uint16_t *in, size_t n, void *stream);
