@@ -11,7 +11,14 @@ struct llm_packer {
     uint8_t *mask;       /* their masks, when o.masks */
     size_t n, cap;
     llm_pack_stats stats;
+    size_t doc_tokens;   /* of the document being appended */
+    uint32_t last;       /* its last token so far */
+    int doc_masked;      /* it came with a mask */
 };
+
+/* Tokens are taken in pieces of this many, so a long document costs no
+ * more memory than a piece and a sequence. */
+#define PIECE 65536
 
 int llm_packer_new(llm_packer **out, const llm_pack_opts *opts, llm_seq_fn fn, void *ctx, llm_err *err)
 {
@@ -69,23 +76,38 @@ static int drain(llm_packer *p, llm_err *err)
     return 0;
 }
 
-int llm_packer_add(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err)
+int llm_packer_append(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err)
 {
-    int add_eos = !(n && tokens[n - 1] == p->o.eos);
-    if (reserve(p, n + 1, err)) return -1;
-    memcpy(p->tok + p->n, tokens, n * sizeof *tokens);
-    if (p->o.masks) {
-        if (mask) memcpy(p->mask + p->n, mask, n);
-        else memset(p->mask + p->n, 1, n);
+    if (mask) p->doc_masked = 1;
+    for (size_t at = 0; at < n;) {
+        size_t k = n - at < PIECE ? n - at : PIECE;
+        if (reserve(p, k, err)) return -1;
+        memcpy(p->tok + p->n, tokens + at, k * sizeof *tokens);
+        if (p->o.masks) {
+            if (mask) memcpy(p->mask + p->n, mask + at, k);
+            else memset(p->mask + p->n, 1, k);
+        }
+        p->n += k;
+        at += k;
+        if (drain(p, err)) return -1;
     }
-    p->n += n;
-    if (add_eos) {
+    if (n) p->last = tokens[n - 1];
+    p->doc_tokens += n;
+    p->stats.tokens_in += n;
+    return 0;
+}
+
+int llm_packer_end_doc(llm_packer *p, llm_err *err)
+{
+    if (reserve(p, 1, err)) return -1;
+    if (!(p->doc_tokens && p->last == p->o.eos)) {
         p->tok[p->n] = p->o.eos;
-        if (p->o.masks) p->mask[p->n] = mask ? 0 : 1;   /* instruction data: the separator is not trained */
+        if (p->o.masks) p->mask[p->n] = p->doc_masked ? 0 : 1;   /* instruction data: the separator is not trained */
         p->n++;
     }
     p->stats.documents++;
-    p->stats.tokens_in += n;
+    p->doc_tokens = 0;
+    p->doc_masked = 0;
     if (drain(p, err)) return -1;
     if (!p->o.cross_doc && p->n > 1) {   /* the document's last sequence, padded */
         size_t T = p->o.seq, fill = T + 1 - p->n;
@@ -100,6 +122,12 @@ int llm_packer_add(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, s
     }
     if (!p->o.cross_doc) p->n = 0;   /* nothing of this document crosses into the next */
     return 0;
+}
+
+int llm_packer_add(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err)
+{
+    if (llm_packer_append(p, tokens, mask, n, err)) return -1;
+    return llm_packer_end_doc(p, err);
 }
 
 int llm_packer_finish(llm_packer *p, llm_err *err)

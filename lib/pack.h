@@ -48,6 +48,10 @@ typedef struct llm_packer llm_packer;
 int llm_packer_new(llm_packer **out, const llm_pack_opts *opts, llm_seq_fn fn, void *ctx, llm_err *err);
 /* Adds one document; mask may be NULL (all trained). */
 int llm_packer_add(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err);
+/* The same in parts: append the document's tokens in any number of pieces
+ * (with masks in all of them or in none), then end it. */
+int llm_packer_append(llm_packer *p, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err);
+int llm_packer_end_doc(llm_packer *p, llm_err *err);
 /* Ends the input (packed: drops and counts the tail). */
 int llm_packer_finish(llm_packer *p, llm_err *err);
 const llm_pack_stats *llm_packer_stats(const llm_packer *p);

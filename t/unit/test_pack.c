@@ -151,6 +151,47 @@ TEST(document_ending_in_eos_gets_no_second)
     free(c.mask);
 }
 
+/* A document appended in pieces (any sizes, a long one among them) packs
+ * exactly as when added whole, packed or per document, masked or not. */
+TEST(pieces_pack_as_the_whole)
+{
+    enum { LONG = 200000 };
+    static uint32_t big[LONG];
+    static uint8_t big_mask[LONG];
+    for (size_t i = 0; i < LONG; i++) { big[i] = (uint32_t)(unit_rand() % 50000); big_mask[i] = (uint8_t)(i & 1); }
+    for (int cross = 0; cross < 2; cross++) {
+        for (int masked = 0; masked < 2; masked++) {
+            size_t T = 37;
+            collected whole = {.T = T}, parts = {.T = T};
+            llm_pack_opts o = {T, EOS, EOS, cross, masked};
+            llm_packer *a, *b;
+            llm_err e;
+            CHECK(llm_packer_new(&a, &o, collect, &whole, &e) == 0 && llm_packer_new(&b, &o, collect, &parts, &e) == 0);
+            for (int d = 0; d < DOCS; d++) {
+                const uint8_t *m = masked ? doc_mask[d] : NULL;
+                CHECK(llm_packer_add(a, doc_tokens[d], m, doc_len[d], &e) == 0);
+                size_t cut = doc_len[d] ? unit_rand() % doc_len[d] : 0;
+                CHECK(llm_packer_append(b, doc_tokens[d], m, cut, &e) == 0);
+                CHECK(llm_packer_append(b, doc_tokens[d] + cut, m ? m + cut : NULL, doc_len[d] - cut, &e) == 0);
+                CHECK(llm_packer_end_doc(b, &e) == 0);
+            }
+            CHECK(llm_packer_add(a, big, masked ? big_mask : NULL, LONG, &e) == 0);
+            for (size_t at = 0; at < LONG; at += 70001) {
+                size_t k = LONG - at < 70001 ? LONG - at : 70001;
+                CHECK(llm_packer_append(b, big + at, masked ? big_mask + at : NULL, k, &e) == 0);
+            }
+            CHECK(llm_packer_end_doc(b, &e) == 0);
+            CHECK(llm_packer_finish(a, &e) == 0 && llm_packer_finish(b, &e) == 0);
+            CHECK_EQ_U64(whole.n, parts.n);
+            CHECK(whole.n == parts.n && !memcmp(whole.tok, parts.tok, whole.n * 4) && !memcmp(whole.mask, parts.mask, whole.n));
+            CHECK(!memcmp(llm_packer_stats(a), llm_packer_stats(b), sizeof(llm_pack_stats)));
+            llm_packer_free(a);
+            llm_packer_free(b);
+            free(whole.tok); free(whole.mask); free(parts.tok); free(parts.mask);
+        }
+    }
+}
+
 int main(void)
 {
     unit_seed();
@@ -158,5 +199,6 @@ int main(void)
     RUN(packed_round_trip);
     RUN(per_document_sequences_do_not_mix);
     RUN(document_ending_in_eos_gets_no_second);
+    RUN(pieces_pack_as_the_whole);
     return unit_done();
 }
