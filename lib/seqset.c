@@ -2,6 +2,7 @@
 #include "seqset.h"
 #include "fileio.h"
 #include "le.h"
+#include "stream.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -18,6 +19,24 @@ static uint64_t record_bytes(uint32_t seq_len, uint32_t width, int masks)
 {
     uint64_t n = (uint64_t)seq_len + 1;
     return n * width + (masks ? n : 0);
+}
+
+size_t llm_seq_record_bytes(uint32_t seq_len, uint32_t token_width, int masks)
+{
+    return (size_t)record_bytes(seq_len, token_width, masks);
+}
+
+int llm_seq_encode(void *rec, const uint32_t *tokens, const uint8_t *mask, size_t n, int token_width)
+{
+    if (llm_u32_to_le(rec, tokens, n, token_width)) return -1;
+    if (mask) memcpy((unsigned char *)rec + n * (size_t)token_width, mask, n);
+    return 0;
+}
+
+void llm_seq_decode(uint32_t *tokens, uint8_t *mask, const void *rec, size_t n, int token_width)
+{
+    llm_le_to_u32(tokens, rec, n, token_width);
+    if (mask) memcpy(mask, (const unsigned char *)rec + n * (size_t)token_width, n);
 }
 
 static void put_le(unsigned char *p, uint64_t v, int bytes)
@@ -48,11 +67,26 @@ struct llm_seqset_writer {
     XXH3_state_t *hash;
     unsigned char *rec;           /* one record */
     uint64_t rec_bytes, total;
+    unsigned char *out;           /* records not yet written to the open shard */
+    size_t out_len, out_cap;
 };
+
+#define WRITE_BUFFER (1u << 20)
+
+static int flush_records(llm_seqset_writer *w, llm_err *err)
+{
+    if (!w->out_len) return 0;
+    shard_meta *m = &w->shards[w->nshards - 1];
+    size_t n = w->out_len;
+    w->out_len = 0;
+    if (llm_write_all(w->fd, w->out, n, m->name, err)) return llm_err_prefix(err, "%s", w->dir);
+    return 0;
+}
 
 static int close_shard(llm_seqset_writer *w, llm_err *err)
 {
     if (w->fd < 0) return 0;
+    if (flush_records(w, err)) return -1;
     shard_meta *m = &w->shards[w->nshards - 1];
     /* the count in the header is known now: write it, and hash the file as written */
     unsigned char hdr[LLM_SEQSET_HEADER] = {0};
@@ -111,7 +145,9 @@ int llm_seqset_writer_open(llm_seqset_writer **out, const char *dir, const llm_s
     w->hash = XXH3_createState();
     w->rec_bytes = record_bytes(info->seq_len, info->token_width, info->masks);
     w->rec = malloc(w->rec_bytes);
-    if (!w->dir || !w->tokenizer || !w->tmpdir || !w->hash || !w->rec) {
+    w->out_cap = WRITE_BUFFER;
+    w->out = malloc(w->out_cap);
+    if (!w->dir || !w->tokenizer || !w->tmpdir || !w->hash || !w->rec || !w->out) {
         llm_seqset_writer_abort(w);
         return llm_errf(err, "out of memory");
     }
@@ -136,15 +172,26 @@ int llm_seqset_writer_add(llm_seqset_writer *w, const uint32_t *tokens, const ui
 {
     if (n != (size_t)w->info.seq_len + 1 || (w->info.masks && !mask))
         return llm_errf(err, "%s: a sequence of %zu tokens%s does not fit the set", w->dir, n, mask ? "" : " without a mask");
+    if (llm_seq_encode(w->rec, tokens, w->info.masks ? mask : NULL, n, (int)w->info.token_width))
+        return llm_errf(err, "%s: a token id does not fit 2 bytes", w->dir);
+    return llm_seqset_writer_add_record(w, w->rec, err);
+}
+
+int llm_seqset_writer_add_record(llm_seqset_writer *w, const void *rec, llm_err *err)
+{
     if (w->fd < 0 || w->shards[w->nshards - 1].bytes + w->rec_bytes > w->info.shard_bytes + LLM_SEQSET_HEADER) {
         if (w->fd >= 0 && w->shards[w->nshards - 1].count && close_shard(w, err)) return -1;
         if (w->fd < 0 && open_shard(w, err)) return -1;
     }
-    if (llm_u32_to_le(w->rec, tokens, n, (int)w->info.token_width))
-        return llm_errf(err, "%s: a token id does not fit 2 bytes", w->dir);
-    if (w->info.masks) memcpy(w->rec + n * w->info.token_width, mask, n);
+    if (w->out_len + w->rec_bytes > w->out_cap && flush_records(w, err)) return -1;
+    if (w->rec_bytes > w->out_cap) {   /* a record larger than the buffer goes straight out */
+        shard_meta *m = &w->shards[w->nshards - 1];
+        if (llm_write_all(w->fd, rec, w->rec_bytes, m->name, err)) return llm_err_prefix(err, "%s", w->dir);
+    } else {
+        memcpy(w->out + w->out_len, rec, w->rec_bytes);
+        w->out_len += w->rec_bytes;
+    }
     shard_meta *m = &w->shards[w->nshards - 1];
-    if (llm_write_all(w->fd, w->rec, w->rec_bytes, m->name, err)) return llm_err_prefix(err, "%s", w->dir);
     m->count++;
     m->bytes += w->rec_bytes;
     w->total++;
@@ -218,6 +265,7 @@ void llm_seqset_writer_abort(llm_seqset_writer *w)
     free(w->tokenizer);
     free(w->shards);
     free(w->rec);
+    free(w->out);
     free(w);
 }
 
@@ -237,6 +285,10 @@ struct llm_seqset {
     uint64_t count, rec_bytes;
     shard_in *shards;
     size_t nshards;
+    /* the single-file form: a stream of seq records, mapped, with where each
+     * record's tokens and mask are in it */
+    llm_mapped stream;
+    uint64_t *tok_at, *mask_at;
 };
 
 static int json_u64(json_t *o, const char *key, uint64_t *v)
@@ -258,10 +310,86 @@ static int check_shard(llm_seqset *s, shard_in *sh, llm_err *err)
     return 0;
 }
 
+static int grow_offsets(llm_seqset *s, uint64_t *cap)
+{
+    if (s->count < *cap) return 0;
+    *cap = *cap ? 2 * *cap : 1024;
+    uint64_t *t = realloc(s->tok_at, *cap * sizeof *t), *m = t ? realloc(s->mask_at, *cap * sizeof *m) : NULL;
+    if (t) s->tok_at = t;
+    if (m) s->mask_at = m;
+    return t && m ? 0 : -1;
+}
+
+/* The stream form (llm-shard without -o): read through once to check every
+ * record and note where its fields are, then map it for reading by index.
+ * A stream has no checksums: its framing and end record are what is checked. */
+static int open_stream(llm_seqset *s, const char *path, llm_err *err)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) return llm_errf(err, "%s: %s", path, strerror(errno));
+    llm_stream_reader *r = NULL;
+    int rc = llm_sr_open(&r, fd, path, 0, err);
+    const msgpack_object *h = rc ? NULL : llm_sr_header(r);
+    uint64_t seq_len = 0, cap = 0;
+    if (!rc && strcmp(llm_sr_kind(r), "seqs"))
+        rc = llm_errf(err, "%s: a stream of kind '%s', not seqs (llm-shard's output)", path, llm_sr_kind(r));
+    else if (!rc && (llm_mp_get_u64(h, "seq_len", &seq_len) || seq_len < 1 || seq_len > (1u << 24)))
+        rc = llm_errf(err, "%s: the header's seq_len is missing or invalid", path);
+    if (!rc) {
+        s->seq_len = (uint32_t)seq_len;
+        s->width = (uint32_t)llm_sr_token_width(r);
+        s->masks = llm_mp_str_eq(llm_mp_get(h, "mask"), "loss");
+        s->rec_bytes = record_bytes(s->seq_len, s->width, s->masks);
+    }
+    uint64_t n = seq_len + 1;
+    const msgpack_object *rec;
+    int got = 0;
+    while (!rc && (got = llm_sr_next(r, &rec, err)) == 1) {
+        if (!llm_mp_str_eq(llm_mp_get(rec, "type"), "seq")) continue;
+        unsigned long long at = (unsigned long long)llm_sr_offset(r);
+        const msgpack_object *t = llm_mp_get(rec, "tokens"), *m = llm_mp_get(rec, "mask");
+        if (!t || t->type != MSGPACK_OBJECT_BIN || t->via.bin.size != n * s->width)
+            rc = llm_errf(err, "%s: record at byte %llu: tokens missing or not %llu tokens", path, at, (unsigned long long)n);
+        else if (s->masks && (!m || m->type != MSGPACK_OBJECT_BIN || m->via.bin.size != n))
+            rc = llm_errf(err, "%s: record at byte %llu: mask missing or not one byte per token", path, at);
+        else if (grow_offsets(s, &cap))
+            rc = llm_errf(err, "out of memory");
+        else {
+            s->tok_at[s->count] = llm_sr_data_offset(r, t->via.bin.ptr);
+            s->mask_at[s->count] = s->masks ? llm_sr_data_offset(r, m->via.bin.ptr) : 0;
+            if (s->tok_at[s->count] == UINT64_MAX || s->mask_at[s->count] == UINT64_MAX)
+                rc = llm_errf(err, "%s: record at byte %llu: cannot locate its fields", path, at);
+            s->count++;
+        }
+    }
+    if (!rc && got < 0) rc = -1;
+    llm_sr_close(r);
+    close(fd);
+    if (!rc && llm_map_file(&s->stream, path, err)) rc = -1;
+    return rc;
+}
+
 int llm_seqset_open(const char *dir, llm_seqset **out, llm_err *err)
 {
     *out = NULL;
     char path[PATH_MAX];
+    struct stat st;
+    if (stat(dir, &st) != 0) return llm_errf(err, "%s: %s", dir, strerror(errno));
+    if (!S_ISDIR(st.st_mode)) {
+        llm_seqset *s = calloc(1, sizeof *s);
+        if (!s || !(s->dir = strdup(dir))) { free(s); return llm_errf(err, "out of memory"); }
+        if (open_stream(s, dir, err)) { llm_seqset_close(s); return -1; }
+        *out = s;
+        return 0;
+    }
+    /* llm-shard -o DIR: DIR itself is no set, DIR/train is */
+    snprintf(path, sizeof path, "%s/manifest.json", dir);
+    char train[PATH_MAX];
+    snprintf(train, sizeof train, "%s/train/manifest.json", dir);
+    if (access(path, F_OK) != 0 && access(train, F_OK) == 0) {
+        snprintf(train, sizeof train, "%s/train", dir);
+        return llm_seqset_open(train, out, err);
+    }
     snprintf(path, sizeof path, "%s/manifest.json", dir);
     json_error_t jerr;
     json_t *m = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
@@ -326,6 +454,9 @@ int llm_seqset_open(const char *dir, llm_seqset **out, llm_err *err)
 void llm_seqset_close(llm_seqset *s)
 {
     if (!s) return;
+    llm_unmap_file(&s->stream);
+    free(s->tok_at);
+    free(s->mask_at);
     for (size_t i = 0; i < s->nshards; i++) {
         llm_unmap_file(&s->shards[i].map);
         free(s->shards[i].name);
@@ -352,6 +483,12 @@ int llm_seqset_verify(llm_seqset *s, llm_err *err)
 int llm_seqset_get(llm_seqset *s, uint64_t i, uint32_t *tokens, uint8_t *mask, llm_err *err)
 {
     if (i >= s->count) return llm_errf(err, "%s: sequence %llu of %llu", s->dir, (unsigned long long)i, (unsigned long long)s->count);
+    size_t n = (size_t)s->seq_len + 1;
+    if (s->tok_at) {
+        llm_le_to_u32(tokens, s->stream.data + s->tok_at[i], n, (int)s->width);
+        if (mask && s->masks) memcpy(mask, s->stream.data + s->mask_at[i], n);
+        return 0;
+    }
     size_t lo = 0, hi = s->nshards;   /* the shard holding i: the last with first <= i */
     while (hi - lo > 1) {
         size_t mid = (lo + hi) / 2;
@@ -360,8 +497,6 @@ int llm_seqset_get(llm_seqset *s, uint64_t i, uint32_t *tokens, uint8_t *mask, l
     shard_in *sh = &s->shards[lo];
     if (check_shard(s, sh, err)) return -1;
     const unsigned char *p = sh->map.data + LLM_SEQSET_HEADER + (i - sh->first) * s->rec_bytes;
-    size_t n = (size_t)s->seq_len + 1;
-    llm_le_to_u32(tokens, p, n, (int)s->width);
-    if (mask && s->masks) memcpy(mask, p + n * s->width, n);
+    llm_seq_decode(tokens, mask && s->masks ? mask : NULL, p, n, (int)s->width);
     return 0;
 }

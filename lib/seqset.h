@@ -41,11 +41,19 @@ typedef struct {
     uint64_t documents, tokens, dropped, padded;
 } llm_seqset_counts;
 
+/* ---- records: n = seq_len + 1 tokens, little-endian, then n mask bytes ---- */
+size_t llm_seq_record_bytes(uint32_t seq_len, uint32_t token_width, int masks);
+/* -1 when a token does not fit token_width bytes; mask NULL: no mask bytes. */
+int llm_seq_encode(void *rec, const uint32_t *tokens, const uint8_t *mask, size_t n, int token_width);
+void llm_seq_decode(uint32_t *tokens, uint8_t *mask, const void *rec, size_t n, int token_width);
+
 /* ---- writing ---- */
 typedef struct llm_seqset_writer llm_seqset_writer;
 int llm_seqset_writer_open(llm_seqset_writer **out, const char *dir, const llm_seqset_info *info, llm_err *err);
 /* n == seq_len + 1 tokens; mask (n bytes) exactly when info.masks. */
 int llm_seqset_writer_add(llm_seqset_writer *w, const uint32_t *tokens, const uint8_t *mask, size_t n, llm_err *err);
+/* The same for a record already in the shard's layout (llm_seq_encode). */
+int llm_seqset_writer_add_record(llm_seqset_writer *w, const void *rec, llm_err *err);
 /* Writes the manifest and renames the set into place. */
 int llm_seqset_writer_finish(llm_seqset_writer *w, const llm_seqset_counts *counts, llm_err *err);
 /* Removes the temporary directory (after a failure); frees w. */
@@ -53,8 +61,11 @@ void llm_seqset_writer_abort(llm_seqset_writer *w);
 
 /* ---- reading ---- */
 typedef struct llm_seqset llm_seqset;
-/* Opens a shard set directory. Checks the manifest and every shard's size
- * now; checksums when a shard is first read (or all by llm_seqset_verify). */
+/* Opens a shard set directory (or DIR/train when DIR holds no manifest but
+ * that), or a file holding the stream form (kind "seqs", llm-shard without
+ * -o), which is read through once, every record checked, and then mapped.
+ * Checks the manifest and every shard's size now; checksums when a shard is
+ * first read (or all by llm_seqset_verify). A stream has no checksums. */
 int llm_seqset_open(const char *dir, llm_seqset **out, llm_err *err);
 void llm_seqset_close(llm_seqset *s);
 uint64_t llm_seqset_count(const llm_seqset *s);

@@ -51,6 +51,10 @@ const msgpack_object *llm_sr_end(const llm_stream_reader *r);
 /* Byte offset of the record most recently returned (or being read). */
 uint64_t llm_sr_offset(const llm_stream_reader *r);
 uint64_t llm_sr_records(const llm_stream_reader *r);  /* records returned so far */
+/* The byte offset in the stream of p, a pointer into the record most
+ * recently returned (a bin's bytes, say), or UINT64_MAX when p is not in it:
+ * how a reader finds a field again in a mapped file. */
+uint64_t llm_sr_data_offset(const llm_stream_reader *r, const void *p);
 
 /* Field access on a record or header map; NULL / -1 when absent or mistyped. */
 const msgpack_object *llm_mp_get(const msgpack_object *map, const char *key);

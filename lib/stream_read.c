@@ -21,6 +21,7 @@ struct llm_stream_reader {
     int state;
     uint64_t records;
     uint64_t rec_offset;
+    size_t rec_len;          /* the current record is buf[start - rec_len, start) */
     msgpack_unpacked rec;    /* the current record; refers into buf */
     unsigned char *header_bytes;
     msgpack_unpacked header; /* refers into header_bytes */
@@ -112,6 +113,7 @@ static int next_message(llm_stream_reader *r, llm_err *err)
         if (ret != MSGPACK_UNPACK_SUCCESS || off != len)
             return llm_errf(err, "%s: record at byte %llu is msgpack that cannot be decoded (nesting too deep?)", r->name, at);
         r->start += len;
+        r->rec_len = len;
         return 1;
     }
 }
@@ -284,6 +286,13 @@ int llm_sr_next(llm_stream_reader *r, const msgpack_object **rec, llm_err *err)
     r->records++;
     *rec = o;
     return 1;
+}
+
+uint64_t llm_sr_data_offset(const llm_stream_reader *r, const void *p)
+{
+    const unsigned char *rec = r->buf + r->start - r->rec_len, *q = p;
+    if (!r->rec_len || q < rec || q > rec + r->rec_len) return UINT64_MAX;
+    return r->rec_offset + (uint64_t)(q - rec);
 }
 
 int llm_sr_tokens(const llm_stream_reader *r, const msgpack_object *rec, const char *key,
