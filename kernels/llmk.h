@@ -173,7 +173,8 @@ void llmk_softmax_xent(float *loss, float *logits, const uint32_t *targets, cons
  * bias correction, same order of float operations), on n parameters.
  * step counts from 1. grad_scale multiplies every gradient first (clipping). */
 typedef struct {
-    float lr, beta1, beta2, eps, weight_decay, grad_scale;
+    double lr, beta1, beta2, eps, weight_decay;   /* Python floats in torch: derived scalars are computed in double */
+    float grad_scale;
     uint64_t step;
 } llmk_adamw_args;
 void llmk_adamw_ref(float *param, const float *grad, float *m, float *v, size_t n, const llmk_adamw_args *a);
@@ -181,6 +182,12 @@ void llmk_adamw(float *param, const float *grad, float *m, float *v, size_t n, c
 /* Sum of squares, accumulated in double (for the global gradient norm). */
 double llmk_sumsq_ref(const float *x, size_t n);
 double llmk_sumsq(const float *x, size_t n);
+
+/* ---- peak ----
+ * `iters` rounds of independent fp32 multiply-adds on the widest path this
+ * processor takes; returns the floating-point operations done (the caller
+ * times it for a peak; *sink keeps the work from being optimised away). */
+double llmk_fma_burn(uint64_t iters, float *sink);
 
 #ifdef LLMK_CUDA
 /* CUDA versions: device pointers, asynchronous on `stream` (a cudaStream_t). */
