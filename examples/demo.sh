@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # make demo: what llmux can do today: train a tokenizer on a real corpus (the
 # King James Bible, from Debian's bible-kjv), tokenize the corpus into a
-# stream, show files and streams with llm-inspect. Later stages (shard,
-# train, eval, quantize, generate) join here as they land.
+# stream, show files and streams with llm-inspect, pack it into shuffled
+# training sequences, and train a small GPT-2 on it for about two minutes,
+# with its validation loss. Later stages (eval, quantize, generate) join here
+# as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-out
@@ -38,8 +40,8 @@ bible -f "gen1:1-rev22:21" > "$out/kjv.txt"
 ls -l "$out/kjv.txt"
 head -n 2 "$out/kjv.txt"
 
-step "llm-tokenize train: a byte-level BPE with 8192 tokens, which Hugging Face tokenizers loads"
-time llm-tokenize train --vocab-size 8192 --special '<|endoftext|>' -o "$out/tokenizer.json" "$out/kjv.txt"
+step "llm-tokenize train: a byte-level BPE with 4096 tokens, which Hugging Face tokenizers loads"
+time llm-tokenize train --vocab-size 4096 --special '<|endoftext|>' -o "$out/tokenizer.json" "$out/kjv.txt"
 jq -c '{model: .model.type, vocab: (.model.vocab | length), merges: (.model.merges | length), added: [.added_tokens[].content]}' "$out/tokenizer.json"
 
 step "llm-tokenize: the corpus as a token stream, on every core"
@@ -58,3 +60,19 @@ llm-tokenize decode -t "$out/tokenizer.json" "$out/sentence.ids"; echo
 step "llm-shard: the Bible as training sequences of 1024 tokens"
 llm-shard --seq 1024 --progress "$out/kjv.stream" > "$out/kjv-seqs.stream"
 llm-inspect --head 0 "$out/kjv-seqs.stream"
+
+step "llm-shard: every verse a document; 5% of them for validation; shuffled, in shard sets"
+jq -cR '{text: .}' "$out/kjv.txt" > "$out/kjv.jsonl"
+rm -rf "$out/data"
+llm-tokenize -t "$out/tokenizer.json" "$out/kjv.jsonl" | llm-shard --seq 128 --val 0.05 --seed 1 --shuffle -o "$out/data"
+llm-inspect --compact "$out/data" | jq -c '{sequences, documents, tokens, shards: (.shards | length), verified}'
+
+step "llm-train: a small GPT-2 (4 layers of 128) for about two minutes on both cores"
+rm -f "$out/train.jsonl"
+time llm-train --init gpt2-tiny --ctx 128 --tokenizer "$out/tokenizer.json" "$out/data" \
+    --steps 450 --batch 16 --lr 3e-3 --warmup 20 --val "$out/data/val" --val-every 150 \
+    --log "$out/train.jsonl" -o "$out/gpt2-tiny.safetensors"
+jq -c 'select(.loss) | select(.step == 1 or .step % 50 == 0) | {step, loss, lr, tokens_per_s, mfu}' "$out/train.jsonl"
+
+step "the validation loss, every 150 steps (a uniform guess over 4096 tokens would be 8.32)"
+jq -c 'select(.val_loss) | {step, val_loss, val_ppl}' "$out/train.jsonl"

@@ -802,9 +802,20 @@ static float *alloc_ws(attn_ctx *c, size_t parts, int fused)
 {
     c->ws_stride = (c->D * c->Tp + c->T * c->D + R * c->Tp + (c->ds_local ? c->T * c->T : 0) +
                     (fused ? 2 * c->T * c->D : 0) + 15) & ~(size_t)15;
-    void *p = NULL;
-    if (posix_memalign(&p, 64, parts * c->ws_stride * sizeof(float)) != 0) return NULL;
-    return c->ws = p;
+    /* kept for the caller's next call, as the GEMM keeps its pack buffers:
+     * a buffer of megabytes freed every call would come back as fresh pages
+     * (mmap) that the kernel zeroes, 2 x 12 times a GPT-2 step */
+    static __thread float *cache;
+    static __thread size_t cache_floats;
+    size_t floats = parts * c->ws_stride;
+    if (floats > cache_floats) {
+        void *p = NULL;
+        if (posix_memalign(&p, 64, floats * sizeof(float)) != 0) return NULL;
+        free(cache);
+        cache = p;
+        cache_floats = floats;
+    }
+    return c->ws = cache;
 }
 
 void llmk_attention_forward(float *out, float *att, const float *qkv, size_t B, size_t T, size_t H, size_t KVH,
@@ -818,7 +829,6 @@ void llmk_attention_forward(float *out, float *att, const float *qkv, size_t B, 
     if (!alloc_ws(&c, parts, 0)) { llmk_attention_forward_ref(out, att, qkv, B, T, H, KVH, D); return; }
     partition(c.bound, parts, B * H, c.nb, 1);
     llmk_parallel_for(parts, 1, fwd_part, &c);
-    free(c.ws);
 }
 
 void llmk_attention_backward(float *dqkv, float *scratch, const float *dout, const float *qkv, const float *att,
@@ -854,5 +864,4 @@ void llmk_attention_backward(float *dqkv, float *scratch, const float *dout, con
         partition(c.bound, parts, B * KVH, c.nb, 0);
         llmk_parallel_for(parts, 1, bwd2_part, &c);   /* dk, dv */
     }
-    free(c.ws);
 }
