@@ -183,6 +183,33 @@ void llmk_adamw(float *param, const float *grad, float *m, float *v, size_t n, c
 double llmk_sumsq_ref(const float *x, size_t n);
 double llmk_sumsq(const float *x, size_t n);
 
+/* ---- quantized blocks (llm-tensors(5); llama.cpp's byte layouts) ----
+ * q8_0: 32 weights in 34 bytes (f16 d, 32 int8); q4_0: 32 in 18 (f16 d, 16
+ * bytes of nibbles: j and j+16 share byte j, low nibble first, value - 8);
+ * q4_k: 256 in 144 (f16 d, f16 dmin, 12 bytes of 6-bit scales and mins,
+ * 128 bytes of nibbles). n is a multiple of the type's block size. */
+typedef enum { LLMK_Q8_0 = 0, LLMK_Q4_0, LLMK_Q4_K, LLMK_QTYPE_COUNT } llmk_qtype;
+typedef struct {
+    const char *name;          /* "q8_0", ... */
+    uint32_t block_elems, block_bytes;
+} llmk_qtraits;
+const llmk_qtraits *llmk_qtype_traits(llmk_qtype t);
+/* Bytes of n weights (a row): n / block_elems * block_bytes. */
+size_t llmk_qrow_bytes(llmk_qtype t, size_t n);
+/* Quantize n floats (round to nearest as llama.cpp's quantize_row_*_ref;
+ * q4_k as its reference search) and back. */
+void llmk_quantize_ref(llmk_qtype t, void *out, const float *in, size_t n);
+void llmk_dequantize_ref(llmk_qtype t, float *out, const void *in, size_t n);
+void llmk_dequantize(llmk_qtype t, float *out, const void *in, size_t n);
+/* out (rows, oc) = x (rows, ic) @ W^T where W is oc rows of ic quantized
+ * weights (each row llmk_qrow_bytes(t, ic) bytes): a matrix-vector product
+ * when rows == 1 (decoding), threaded over oc. q8_0 and q4_0 quantize x to
+ * int8 blocks first (as llama.cpp does: the dot is integer, AVX-512 VNNI
+ * where present); q4_k dots against x quantized to int8 blocks of 256 (as
+ * llama.cpp's q8_K). */
+void llmk_qlinear_ref(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
+void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
+
 /* ---- peak ----
  * `iters` rounds of independent fp32 multiply-adds on the widest path this
  * processor takes; returns the floating-point operations done (the caller
