@@ -237,11 +237,12 @@ static float rope_inv_freq(size_t i, size_t D, float theta)
     return 1.0f / (float)pow((double)theta, (double)e);
 }
 
-static void rope_ref(float *x, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta, int sign)
+static void rope_ref(float *x, size_t rows, size_t T, size_t pos0, size_t heads, size_t D, size_t row_stride, float theta,
+                     int sign)
 {
     size_t h = D / 2;
     for (size_t r = 0; r < rows; r++) {
-        float p = (float)(T ? r % T : r);
+        float p = (float)(pos0 + (T ? r % T : r));
         for (size_t i = 0; i < h; i++) {
             float a = p * rope_inv_freq(i, D, theta);
             float c = (float)cos((double)a), s = sign * (float)sin((double)a);
@@ -257,13 +258,24 @@ static void rope_ref(float *x, size_t rows, size_t T, size_t heads, size_t D, si
 
 void llmk_rope_forward_ref(float *x, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta)
 {
-    rope_ref(x, rows, T, heads, D, row_stride, theta, 1);
+    rope_ref(x, rows, T, 0, heads, D, row_stride, theta, 1);
+}
+
+void llmk_rope_at_ref(float *x, size_t rows, size_t pos0, size_t heads, size_t D, size_t row_stride, float theta)
+{
+    rope_ref(x, rows, 0, pos0, heads, D, row_stride, theta, 1);
+}
+
+/* Decoding rotates a few rows at a time: the reference is fast enough. */
+void llmk_rope_at(float *x, size_t rows, size_t pos0, size_t heads, size_t D, size_t row_stride, float theta)
+{
+    rope_ref(x, rows, 0, pos0, heads, D, row_stride, theta, 1);
 }
 
 /* The transpose of the rotation is the rotation by -angle. */
 void llmk_rope_backward_ref(float *dx, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta)
 {
-    rope_ref(dx, rows, T, heads, D, row_stride, theta, -1);
+    rope_ref(dx, rows, T, 0, heads, D, row_stride, theta, -1);
 }
 
 /* ---- softmax cross-entropy ----

@@ -142,6 +142,21 @@ void llmk_rope_forward(float *x, size_t rows, size_t T, size_t heads, size_t D, 
 void llmk_rope_backward_ref(float *dx, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
 void llmk_rope_backward(float *dx, size_t rows, size_t T, size_t heads, size_t D, size_t row_stride, float theta);
 
+/* The forward rotation for decoding: row r is at position pos0 + r. */
+void llmk_rope_at_ref(float *x, size_t rows, size_t pos0, size_t heads, size_t D, size_t row_stride, float theta);
+void llmk_rope_at(float *x, size_t rows, size_t pos0, size_t heads, size_t D, size_t row_stride, float theta);
+
+/* ---- attention over a KV cache (decoding) ----
+ * n new queries q (n, q_stride; the H heads of D at the start of each row) at
+ * positions pos0 .. pos0 + n - 1; the cache holds keys and values of
+ * positions 0 .. pos0 + n - 1: k, v (pos0 + n, kv_stride; KVH heads of D at
+ * the start of each row). out (n, H * D): query i attends to positions
+ * 0 .. pos0 + i (causal), grouped-query as above, scale 1/sqrt(D). */
+void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, const float *k, const float *v,
+                               size_t kv_stride, size_t n, size_t pos0, size_t H, size_t KVH, size_t D);
+void llmk_attention_cached(float *out, const float *q, size_t q_stride, const float *k, const float *v, size_t kv_stride,
+                           size_t n, size_t pos0, size_t H, size_t KVH, size_t D);
+
 /* ---- causal self-attention ----
  * qkv (B, T, (H + 2*KVH) * D): per row the H query heads, then KVH key
  * heads, then KVH value heads (grouped-query: query head h reads kv head
