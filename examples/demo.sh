@@ -3,8 +3,8 @@
 # King James Bible, from Debian's bible-kjv), tokenize the corpus into a
 # stream, show files and streams with llm-inspect, pack it into shuffled
 # training sequences, and train a small GPT-2 on it for about two minutes,
-# with its validation loss. Later stages (eval, quantize, generate) join here
-# as they land.
+# with its validation loss; then quantize it to q8_0 and generate 100 tokens.
+# Later stages (eval, serve, convert) join here as they land.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=demo-out
@@ -76,3 +76,10 @@ jq -c 'select(.loss) | select(.step == 1 or .step % 50 == 0) | {step, loss, lr, 
 
 step "the validation loss, every 150 steps (a uniform guess over 4096 tokens would be 8.32)"
 jq -c 'select(.val_loss) | {step, val_loss, val_ppl}' "$out/train.jsonl"
+
+step "llm-quantize: the model's matrices to q8_0 blocks (embeddings and norms stay fp32)"
+llm-quantize -q q8_0 "$out/gpt2-tiny.safetensors" -o "$out/gpt2-tiny-q8_0.safetensors" | tail -n 1 | jq -c .
+
+step "llm-infer: 100 tokens from \"In the beginning\", from the q8_0 model"
+llm-infer "$out/gpt2-tiny-q8_0.safetensors" -p "In the beginning" -n 100 --temp 0.8 --seed 1 --ignore-eos -f jsonl |
+    jq -r '.text, "(\(.completion_tokens) tokens, \(.tokens_per_s | floor) tokens/s; every verse ends with <|endoftext|>)"'

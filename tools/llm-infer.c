@@ -18,6 +18,7 @@ static llm_strlist prompts, stops;
 static int64_t max_tokens = 128, top_k, seed;
 static double temperature = 0.8, top_p = 1.0, min_p;
 static const char *format;
+static int ignore_eos;
 
 static const llm_opt options[] = {
     {"prompt", 'p', LLM_OPT_LIST, &prompts, "PROMPT", "a prompt; repeatable (default: one per line of stdin)", 0, 0},
@@ -28,6 +29,7 @@ static const llm_opt options[] = {
     {"min-p", 0, LLM_OPT_DOUBLE, &min_p, "P", "drop tokens below P times the most likely one (default 0: off)", 0, 0},
     {"seed", 0, LLM_OPT_INT, &seed, "S", "the sampler's seed (default 0)", 0, INT64_MAX},
     {"stop", 0, LLM_OPT_LIST, &stops, "STR", "stop when the text ends with STR (not printed); repeatable", 0, 0},
+    {"ignore-eos", 0, LLM_OPT_FLAG, &ignore_eos, NULL, "go on past the model's end token (printed as its text)", 0, 0},
     {"format", 'f', LLM_OPT_STR, &format, "FMT", "text (default) or jsonl: ids, text, logprobs, finish reason, timings", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
@@ -118,7 +120,7 @@ static void generate(llm_infer *m, const llm_tokenizer *tok, llm_tok_scratch *ts
     for (int64_t i = 0; i < max_tokens; i++) {
         double lp;
         uint32_t next = llm_sample(sampler, logits, &sp, &rng, &lp);
-        if (has_eos && next == eos) { finish = "stop"; break; }
+        if (has_eos && next == eos && !ignore_eos) { finish = "stop"; break; }
         llm_ids_push(&out, next);
         logprobs[out.n - 1] = lp;
         text.len = 0;
