@@ -14,15 +14,18 @@
  *
  * Cache blocking (per thread): one A micro-panel (MR x KC) is reused for
  * every B micro-panel of a (KC x NB) block held in L2, the A block (MCB x KC)
- * sits in L2/L3, and C is loaded and stored once per K block. Loops, outer
+ * sits in L3, and C is loaded and stored once per K block. Loops, outer
  * to inner:
  *   ic (M by MCB) -> pc (K by KC, pack A) -> jc (N by NB, pack B) -> ir (MR) -> jr (NR)
- * Threads take disjoint row or column ranges of C (the dimension whose split
- * repeats the cheaper packing), so they share nothing. */
+ * Threads take disjoint ranges of C's columns (so each packs its own B) and
+ * share the packing of each A block (see gemm_cols). Every C element is
+ * computed by the same operations in the same order whatever the number of
+ * threads: the K blocks and the tile grid depend only on the shape. */
 #include "llmk.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
+#include <sched.h>
 #include <string.h>
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx2,fma")))
@@ -47,7 +50,7 @@ typedef struct {
 /* c (MR, NR; row stride ldc) = alpha * a-panel @ b-panel + beta * c (+ bias);
  * beta == 0 does not read c. */
 typedef void (*ukernel_fn)(size_t kc, const float *a, const float *b, float *c, size_t ldc, float alpha, float beta,
-                           const float *bias);
+                           const float *bias, const float *next_a);
 /* pack rows [i0, i0 + mc) and k [k0, k0 + kc) of op(A) into MR-row panels */
 typedef void (*pack_a_fn)(float *ap, const gemm_args *g, size_t i0, size_t mc, size_t k0, size_t kc);
 /* pack k [k0, k0 + kc) and columns [j0, j0 + nb) of op(B) into NR-column panels */
@@ -68,21 +71,26 @@ typedef struct {
  * R values of x per k: dst[x / R][k][x % R] (panel stride R * kc), zero where
  * x runs past n. */
 #define INLINE static inline __attribute__((always_inline))
+#define PREFETCH(p) _mm_prefetch((const char *)(p), _MM_HINT_T0)
 
-/* k outer, panels inner: the source is read along its rows, in order */
+/* k in blocks of 16, panels inside: the writes go 16 * R floats at a time
+ * to each panel, the reads along 16 source rows */
 INLINE void pack_copy(float *dst, const float *S, size_t ld, size_t x0, size_t n, size_t k0, size_t kc, size_t R)
 {
     size_t full = n / R * R;
-    for (size_t k = 0; k < kc; k++) {
-        const float *src = S + (k0 + k) * ld + x0;
-        float *d = dst + k * R;
+    for (size_t kb = 0; kb < kc; kb += 16) {
+        size_t ke = kc - kb < 16 ? kc : kb + 16;
+        float *d = dst + kb * R;
         size_t x = 0;
-        for (; x < full; x += R, d += R * kc) memcpy(d, src + x, R * sizeof(float));
-        if (x < n) {
-            size_t y = 0;
-            for (; x + y < n; y++) d[y] = src[x + y];
-            for (; y < R; y++) d[y] = 0;
-        }
+        for (; x < full; x += R, d += R * kc)
+            for (size_t k = kb; k < ke; k++) memcpy(d + (k - kb) * R, S + (k0 + k) * ld + x0 + x, R * sizeof(float));
+        if (x < n)
+            for (size_t k = kb; k < ke; k++) {
+                const float *src = S + (k0 + k) * ld + x0;
+                size_t y = 0;
+                for (; x + y < n; y++) d[(k - kb) * R + y] = src[x + y];
+                for (; y < R; y++) d[(k - kb) * R + y] = 0;
+            }
     }
 }
 
@@ -137,6 +145,8 @@ AVX512 INLINE void pack_transpose_512(float *dst, const float *S, size_t ld, siz
                     const float *src = S + (x0 + p + h) * ld + k0 + k;
                     size_t w = R - h < 16 ? R - h : 16;
                     __m512 r[16];
+                    if (k + 32 < kc)   /* two squares ahead: ~20% faster from L3 */
+                        for (size_t x = 0; x < w; x++) PREFETCH(src + x * ld + 32);
                     for (size_t x = 0; x < 16; x++) r[x] = x < w ? _mm512_loadu_ps(src + x * ld) : _mm512_setzero_ps();
                     transpose16(r);
                     for (size_t t = 0; t < 16; t++)
@@ -162,23 +172,55 @@ AVX512 static void pack_b_32(float *bp, const gemm_args *g, size_t k0, size_t kc
     else pack_copy(bp, g->B, g->ldb, j0, nb, k0, kc, NR512);
 }
 
+/* Software prefetch: the L2 -> L1 hardware prefetchers do not keep up with
+ * two streams of 128 bytes per 12 cycles, so the kernel asks for B's
+ * micro-panel PF_B k-steps ahead, for the C tile PF_C k-steps before it is
+ * read (its rows are ldc apart, which no prefetcher follows), and, when the
+ * caller passes the A micro-panel it will use next (which is not in L2), for
+ * one line of it per k-step. */
+#define PF_B 16
+#define PF_C 64
+#define K12_STEP()                                                              \
+    do {                                                                        \
+        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);             \
+        _Pragma("GCC unroll 12") for (int i = 0; i < MR512; i++)                \
+        {                                                                       \
+            __m512 ai = _mm512_set1_ps(a[i]);                                   \
+            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);                     \
+            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);                     \
+        }                                                                       \
+        a += MR512;                                                             \
+        b += NR512;                                                             \
+    } while (0)
+
 AVX512 static void kernel_12x32(size_t kc, const float *a, const float *b, float *c, size_t ldc, float alpha,
-                                float beta, const float *bias)
+                                float beta, const float *bias, const float *next_a)
 {
     __m512 acc[MR512][2];
 #pragma GCC unroll 12
     for (int i = 0; i < MR512; i++) acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    for (size_t k = 0; k < kc; k++) {
-        __m512 b0 = _mm512_load_ps(b), b1 = _mm512_load_ps(b + 16);
-#pragma GCC unroll 12
-        for (int i = 0; i < MR512; i++) {
-            __m512 ai = _mm512_set1_ps(a[i]);
-            acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
-            acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    size_t k = 0, kc_main = kc > PF_C ? kc - PF_C : 0;
+    if (next_a) {   /* the next A micro-panel, kc * MR floats: one line per k-step */
+        size_t lines = kc * MR512 / 16;
+        size_t kpf = lines < kc_main ? lines : kc_main;
+        for (; k < kpf; k++) {
+            PREFETCH(b + PF_B * NR512);
+            PREFETCH(b + PF_B * NR512 + 16);
+            PREFETCH(next_a + k * 16);
+            K12_STEP();
         }
-        a += MR512;
-        b += NR512;
     }
+    for (; k < kc_main; k++) {
+        PREFETCH(b + PF_B * NR512);
+        PREFETCH(b + PF_B * NR512 + 16);
+        K12_STEP();
+    }
+#pragma GCC unroll 12
+    for (int i = 0; i < MR512; i++) {
+        PREFETCH(c + i * ldc);
+        PREFETCH(c + i * ldc + 16);
+    }
+    for (; k < kc; k++) K12_STEP();
     __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
     __m512 bias0 = bias ? _mm512_loadu_ps(bias) : _mm512_setzero_ps();
     __m512 bias1 = bias ? _mm512_loadu_ps(bias + 16) : _mm512_setzero_ps();
@@ -212,7 +254,7 @@ AVX2 static void pack_b_16(float *bp, const gemm_args *g, size_t k0, size_t kc, 
 }
 
 AVX2 static void kernel_6x16(size_t kc, const float *a, const float *b, float *c, size_t ldc, float alpha, float beta,
-                             const float *bias)
+                             const float *bias, const float *next_a)
 {
     __m256 acc[MR256][2];
 #pragma GCC unroll 6
@@ -244,11 +286,12 @@ AVX2 static void kernel_6x16(size_t kc, const float *a, const float *b, float *c
     }
 }
 
-/* KC 384: an A micro-panel is 18 KB (L1 32 KB); NB 480: the B block (384 x
- * 480, 720 KB) fits L2 (1 MB); MCB 3072: the A block (4.5 MB) L3. These are
- * BLIS's Skylake-X blocks; KC 256..1024 and NB 192..480 measured the same
- * within noise on the GPT-2 shapes. */
-static const gemm_path path_avx512 = {MR512, NR512, 384, 3072, 480, kernel_12x32, pack_a_12, pack_b_32};
+/* KC 512 (K split evenly, so 384..512): an A micro-panel is 24 KB; NB 256:
+ * the B block (512 x 256, 512 KB) takes half of L2 (1 MB), leaving room for
+ * the A micro-panels and C tiles passing through; MCB 3072: the A block
+ * (6 MB, shared by the threads) L3. Against BLIS's Skylake-X blocks (KC 384,
+ * NB 480) this measured ~4% faster on the GPT-2 shapes, one thread. */
+static const gemm_path path_avx512 = {MR512, NR512, 512, 3072, 256, kernel_12x32, pack_a_12, pack_b_32};
 static const gemm_path path_avx2 = {MR256, NR256, 256, 3072, 240, kernel_6x16, pack_a_6, pack_b_16};
 
 static const gemm_path *pick_path(void)
@@ -320,7 +363,7 @@ AVX512 static void small_m_block(const gemm_args *g, size_t j0, size_t j1)
     }
 }
 
-/* ---- per-thread pack buffers, grown on demand and kept for the next call ---- */
+/* ---- pack buffers: the calling thread's, grown on demand and kept for the next call ---- */
 static __thread float *tl_buf;
 static __thread size_t tl_cap;   /* floats */
 
@@ -337,51 +380,83 @@ static float *pack_buffer(size_t floats)
     return tl_buf;
 }
 
-/* C rows [m0, m1) x columns [n0, n1) of the product, K in full. */
-static void gemm_block(const gemm_path *P, const gemm_args *g, size_t m0, size_t m1, size_t n0, size_t n1)
+/* ---- a team of threads on one product ----
+ * Each thread computes its own range of C's columns and packs its own B
+ * blocks, but op(A)'s block, which every thread needs whole, is packed once:
+ * each thread packs a share of its micro-panels into a buffer they all read.
+ * A barrier after each pack says the block is complete; there are two A
+ * buffers, used in turn, so the same barrier also says that every thread is
+ * done with the block packed two rounds before, which the next pack
+ * overwrites. */
+typedef struct {
+    unsigned count __attribute__((aligned(64)));
+    unsigned gen;
+} spin_barrier;
+
+/* `units` of the team's `n` arrive (a thread may do the work of several) */
+static void barrier_wait(spin_barrier *b, unsigned units, unsigned n)
 {
-    const size_t mr = (size_t)P->mr, nr = (size_t)P->nr;
-    size_t nk = (g->K + P->kc - 1) / P->kc;
-    size_t kc_max = (g->K + nk - 1) / nk;   /* even K blocks: 768 -> 2 x 384, 1024 -> 342, 342, 340 */
-    size_t mcb = m1 - m0 < P->mcb ? (m1 - m0 + mr - 1) / mr * mr : P->mcb;
-    size_t nbb = n1 - n0 < P->nb ? (n1 - n0 + nr - 1) / nr * nr : P->nb;
-    size_t a_floats = (mcb * kc_max + 15) & ~(size_t)15;   /* B's panels start 64-byte aligned */
-    float *buf = pack_buffer(a_floats + kc_max * nbb);
-    if (!buf) {   /* no memory for the packs: the oracle still gives the answer */
-        const float *A = g->trans_a ? g->A + m0 : g->A + m0 * g->lda;
-        const float *B = g->trans_b ? g->B + n0 * g->ldb : g->B + n0;
-        float *C = g->C + m0 * g->ldc + n0;
-        llmk_sgemm_ref(g->trans_a, g->trans_b, m1 - m0, n1 - n0, g->K, g->alpha, A, g->lda, B, g->ldb, g->beta, C,
-                       g->ldc);
-        if (g->bias)
-            for (size_t i = 0; i < m1 - m0; i++)
-                for (size_t j = 0; j < n1 - n0; j++) C[i * g->ldc + j] += g->bias[n0 + j];
+    unsigned gen = __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE);
+    if (__atomic_add_fetch(&b->count, units, __ATOMIC_ACQ_REL) == n) {
+        __atomic_store_n(&b->count, 0, __ATOMIC_RELAXED);
+        __atomic_store_n(&b->gen, gen + 1, __ATOMIC_RELEASE);
         return;
     }
-    float *ap = buf, *bp = buf + a_floats;
+    for (unsigned spins = 0; __atomic_load_n(&b->gen, __ATOMIC_ACQUIRE) == gen; spins++) {
+        if (spins < 4096) _mm_pause();
+        else sched_yield();   /* a thread of the team is not running: give it the processor */
+    }
+}
+
+typedef struct {
+    const gemm_path *P;
+    const gemm_args *g;
+    float *abuf[2];   /* shared A blocks (team) */
+    float *bbuf;      /* B blocks, bstride floats per thread */
+    size_t bstride, mcb, nbb, kc_max;
+    size_t nunits;    /* team members, or 1 (no team: one thread does it all) */
+    spin_barrier bar;
+} gemm_plan;
+
+/* C columns [n0, n1) (the tiles of work units [u0, u1) of plan->nunits),
+ * all rows, K in full; packs those units' shares of each A block. */
+static void gemm_cols(gemm_plan *pl, size_t u0, size_t u1, size_t n0, size_t n1, float *bp)
+{
+    const gemm_path *P = pl->P;
+    const gemm_args *g = pl->g;
+    const size_t mr = (size_t)P->mr, nr = (size_t)P->nr, T = pl->nunits;
     float tile[MR_MAX * NR_MAX] __attribute__((aligned(64)));
-    for (size_t ic = m0; ic < m1; ic += mcb) {
-        size_t mc = m1 - ic < mcb ? m1 - ic : mcb;
-        for (size_t pc = 0; pc < g->K; pc += kc_max) {
-            size_t kc = g->K - pc < kc_max ? g->K - pc : kc_max;
-            float beta = pc == 0 ? g->beta : 1.0f;              /* later K blocks add to C */
+    size_t round = 0;
+    for (size_t ic = 0; ic < g->M; ic += pl->mcb) {
+        size_t mc = g->M - ic < pl->mcb ? g->M - ic : pl->mcb;
+        for (size_t pc = 0; pc < g->K; pc += pl->kc_max, round++) {
+            size_t kc = g->K - pc < pl->kc_max ? g->K - pc : pl->kc_max;
+            float beta = pc == 0 ? g->beta : 1.0f;   /* later K blocks add to C */
             const float *bias = pc == 0 ? g->bias : NULL;
-            P->pack_a(ap, g, ic, mc, pc, kc);
-            for (size_t jc = n0; jc < n1; jc += nbb) {
-                size_t nb = n1 - jc < nbb ? n1 - jc : nbb;
+            float *ap = pl->abuf[round & 1];
+            size_t panels = (mc + mr - 1) / mr, p0 = panels * u0 / T, p1 = panels * u1 / T;
+            if (p1 > p0) {
+                size_t rows = (p1 * mr < mc ? p1 * mr : mc) - p0 * mr;
+                P->pack_a(ap + p0 * mr * kc, g, ic + p0 * mr, rows, pc, kc);
+            }
+            if (u1 - u0 < T) barrier_wait(&pl->bar, (unsigned)(u1 - u0), (unsigned)T);
+            for (size_t jc = n0; jc < n1; jc += pl->nbb) {
+                size_t nb = n1 - jc < pl->nbb ? n1 - jc : pl->nbb;
                 P->pack_b(bp, g, pc, kc, jc, nb);
                 for (size_t ir = 0; ir < mc; ir += mr) {
                     size_t rows = mc - ir < mr ? mc - ir : mr;
                     const float *a = ap + ir * kc;
+                    const float *next_a = ir + mr < mc ? a + mr * kc : NULL;
                     float *crow = g->C + (ic + ir) * g->ldc + jc;
                     for (size_t jr = 0; jr < nb; jr += nr) {
                         size_t cols = nb - jr < nr ? nb - jr : nr;
                         const float *b = bp + jr * kc, *bj = bias ? bias + jc + jr : NULL;
+                        const float *pf = jr + nr >= nb ? next_a : NULL;   /* the last B panel for this A panel */
                         if (rows == mr && cols == nr) {
-                            P->kernel(kc, a, b, crow + jr, g->ldc, g->alpha, beta, bj);
+                            P->kernel(kc, a, b, crow + jr, g->ldc, g->alpha, beta, bj, pf);
                             continue;
                         }
-                        P->kernel(kc, a, b, tile, nr, 1.0f, 0.0f, NULL);
+                        P->kernel(kc, a, b, tile, nr, 1.0f, 0.0f, NULL, pf);
                         for (size_t i = 0; i < rows; i++)
                             for (size_t j = 0; j < cols; j++) {
                                 float *cij = crow + i * g->ldc + jr + j;
@@ -397,25 +472,14 @@ static void gemm_block(const gemm_path *P, const gemm_args *g, size_t m0, size_t
     }
 }
 
-/* ---- threads: each takes a contiguous range of row tiles or column tiles ---- */
-typedef struct {
-    const gemm_path *P;
-    const gemm_args *g;
-    int split_m;
-    size_t unit;   /* rows or columns per work item */
-} gemm_job;
-
+/* work units [begin, end) of nunits: each unit is a share of C's NR-column
+ * tiles and of the packing of A; the pool runs the tasks at once */
 static void gemm_task(void *ctx, size_t begin, size_t end)
 {
-    const gemm_job *j = ctx;
-    const gemm_args *g = j->g;
-    if (j->split_m) {
-        size_t m1 = end * j->unit < g->M ? end * j->unit : g->M;
-        gemm_block(j->P, g, begin * j->unit, m1, 0, g->N);
-    } else {
-        size_t n1 = end * j->unit < g->N ? end * j->unit : g->N;
-        gemm_block(j->P, g, 0, g->M, begin * j->unit, n1);
-    }
+    gemm_plan *pl = ctx;
+    const size_t nr = (size_t)pl->P->nr, ntiles = (pl->g->N + nr - 1) / nr, T = pl->nunits;
+    size_t n0 = ntiles * begin / T * nr, n1 = ntiles * end / T * nr;
+    gemm_cols(pl, begin, end, n0, n1 < pl->g->N ? n1 : pl->g->N, pl->bbuf + begin * pl->bstride);
 }
 
 /* below this many multiply-adds one thread is quicker than waking the pool */
@@ -425,6 +489,15 @@ static void small_m_task(void *ctx, size_t begin, size_t end)
 {
     const gemm_args *g = ctx;
     small_m_block(g, begin * 4, end * 4 < g->N ? end * 4 : g->N);
+}
+
+static void gemm_fallback(const gemm_args *g)
+{
+    llmk_sgemm_ref(g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta, g->C,
+                   g->ldc);
+    if (g->bias)
+        for (size_t i = 0; i < g->M; i++)
+            for (size_t j = 0; j < g->N; j++) g->C[i * g->ldc + j] += g->bias[j];
 }
 
 static void gemm_run(const gemm_args *g)
@@ -440,11 +513,7 @@ static void gemm_run(const gemm_args *g)
     }
     const gemm_path *P = pick_path();
     if (!P) {
-        llmk_sgemm_ref(g->trans_a, g->trans_b, g->M, g->N, g->K, g->alpha, g->A, g->lda, g->B, g->ldb, g->beta,
-                       g->C, g->ldc);
-        if (g->bias)
-            for (size_t i = 0; i < g->M; i++)
-                for (size_t j = 0; j < g->N; j++) g->C[i * g->ldc + j] += g->bias[j];
+        gemm_fallback(g);
         return;
     }
     size_t threads = (size_t)llmk_threads();
@@ -454,19 +523,29 @@ static void gemm_run(const gemm_args *g)
         else llmk_parallel_for(groups, 1, small_m_task, (void *)g);
         return;
     }
-    size_t mtiles = (g->M + (size_t)P->mr - 1) / (size_t)P->mr, ntiles = (g->N + (size_t)P->nr - 1) / (size_t)P->nr;
-    if (threads <= 1 || g->M * g->N * g->K < PARALLEL_MIN_MACS || (mtiles < 2 && ntiles < 2)) {
-        gemm_block(P, g, 0, g->M, 0, g->N);
+    const size_t mr = (size_t)P->mr, nr = (size_t)P->nr, ntiles = (g->N + nr - 1) / nr;
+    /* a team splits the columns; each member wants a few tiles */
+    size_t T = threads;
+    if (g->M * g->N * g->K < PARALLEL_MIN_MACS) T = 1;
+    if (T > ntiles / 2) T = ntiles / 2 ? ntiles / 2 : 1;
+    gemm_plan pl = {.P = P, .g = g, .nunits = T};
+    size_t nk = (g->K + P->kc - 1) / P->kc;
+    pl.kc_max = (g->K + nk - 1) / nk;   /* even K blocks: 768 -> 2 x 384, 1024 -> 342, 342, 340 */
+    pl.mcb = g->M < P->mcb ? (g->M + mr - 1) / mr * mr : P->mcb;
+    size_t ncols = (ntiles + T - 1) / T * nr;   /* the most one member gets */
+    pl.nbb = ncols < P->nb ? ncols : P->nb;
+    size_t a_floats = (pl.mcb * pl.kc_max + 15) & ~(size_t)15;   /* panels start 64-byte aligned */
+    pl.bstride = (pl.kc_max * pl.nbb + 15) & ~(size_t)15;
+    float *buf = pack_buffer((T > 1 ? 2 : 1) * a_floats + T * pl.bstride);
+    if (!buf) {   /* no memory for the packs: the oracle still gives the answer */
+        gemm_fallback(g);
         return;
     }
-    /* Splitting rows makes every thread pack all of op(B); splitting columns,
-     * all of op(A). Repeat the cheaper one (a transposing pack costs about
-     * twice a copy), as long as each thread gets a few tiles. */
-    size_t cost_b = g->N * (g->trans_b ? 2 : 1), cost_a = g->M * (g->trans_a ? 1 : 2);
-    int split_m = mtiles >= 4 * threads && (cost_b <= cost_a || ntiles < 4 * threads);
-    if (!split_m && ntiles < 2) split_m = 1;
-    gemm_job job = {P, g, split_m, split_m ? (size_t)P->mr : (size_t)P->nr};
-    llmk_parallel_for(split_m ? mtiles : ntiles, 1, gemm_task, &job);
+    pl.abuf[0] = buf;
+    pl.abuf[1] = T > 1 ? buf + a_floats : buf;
+    pl.bbuf = buf + (T > 1 ? 2 : 1) * a_floats;
+    if (T == 1) gemm_task(&pl, 0, 1);
+    else llmk_parallel_for(T, 1, gemm_task, &pl);
 }
 
 void llmk_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
