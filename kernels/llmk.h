@@ -209,6 +209,8 @@ typedef struct {
     uint32_t block_elems, block_bytes;
 } llmk_qtraits;
 const llmk_qtraits *llmk_qtype_traits(llmk_qtype t);
+/* The type named name ("q8_0", ...): 0 and *t, or -1. */
+int llmk_qtype_find(const char *name, llmk_qtype *t);
 /* Bytes of n weights (a row): n / block_elems * block_bytes. */
 size_t llmk_qrow_bytes(llmk_qtype t, size_t n);
 /* Quantize n floats (round to nearest as llama.cpp's quantize_row_*_ref;

@@ -68,6 +68,13 @@ const llmk_qtraits *llmk_qtype_traits(llmk_qtype t)
     return (unsigned)t < LLMK_QTYPE_COUNT ? &traits[t] : NULL;
 }
 
+int llmk_qtype_find(const char *name, llmk_qtype *t)
+{
+    for (int i = 0; i < LLMK_QTYPE_COUNT; i++)
+        if (!strcmp(traits[i].name, name)) { *t = (llmk_qtype)i; return 0; }
+    return -1;
+}
+
 size_t llmk_qrow_bytes(llmk_qtype t, size_t n)
 {
     const llmk_qtraits *q = llmk_qtype_traits(t);

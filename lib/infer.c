@@ -42,13 +42,6 @@ uint64_t llm_infer_weight_bytes(const llm_infer *m) { return m->weight_bytes; }
 void llm_infer_reset(llm_infer *m) { m->pos = 0; }
 size_t llm_infer_pos(const llm_infer *m) { return m->pos; }
 
-static int kernel_type(const char *name, llmk_qtype *t)
-{
-    for (int i = 0; i < LLMK_QTYPE_COUNT; i++)
-        if (!strcmp(llmk_qtype_traits((llmk_qtype)i)->name, name)) { *t = (llmk_qtype)i; return 0; }
-    return -1;
-}
-
 /* Binds the tensor named `name` of the layout entry p: a matrix may be
  * quantized; everything else is converted to floats at fp + p->offset. */
 static int bind(llm_infer *m, const char *path, const llm_param *p, matrix *mat, const float **vec, llm_err *err)
@@ -59,7 +52,7 @@ static int bind(llm_infer *m, const char *path, const llm_param *p, matrix *mat,
         if (!mat) return llm_errf(err, "%s: tensor '%s' is quantized; only matrices of linear layers may be", path, p->name);
         if (t->quant_ndim != 2 || t->quant_shape[0] != p->shape[0] || t->quant_shape[1] != p->shape[1])
             return llm_errf(err, "%s: tensor '%s' does not have the shape the config says", path, p->name);
-        if (kernel_type(t->quant->name, &mat->qt)) return llm_errf(err, "%s: tensor '%s': unsupported block type", path, p->name);
+        if (llmk_qtype_find(t->quant->name, &mat->qt)) return llm_errf(err, "%s: tensor '%s': unsupported block type", path, p->name);
         mat->q = t->data;
         m->weight_bytes += t->end - t->begin;
         return 0;

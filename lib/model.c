@@ -4,6 +4,7 @@
  * QD = n_heads * head_dim; F = ffn_dim; FC = F (gpt2) or 2F (llama). */
 #include "model.h"
 #include "llmk.h"
+#include "sample.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -128,40 +129,14 @@ void llm_weights_free(llm_weights *w)
     w->layers = NULL;
 }
 
-/* xoshiro256** seeded through splitmix64: a small, well-tested generator */
-typedef struct { uint64_t s[4]; } rng;
-
-static uint64_t splitmix(uint64_t *x)
-{
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ull);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-    return z ^ (z >> 31);
-}
-
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static uint64_t next(rng *r)
-{
-    uint64_t *s = r->s, out = rotl(s[1] * 5, 7) * 9, t = s[1] << 17;
-    s[2] ^= s[0];
-    s[3] ^= s[1];
-    s[1] ^= s[2];
-    s[0] ^= s[3];
-    s[2] ^= t;
-    s[3] = rotl(s[3], 45);
-    return out;
-}
-
-static void rng_seed(rng *r, uint64_t seed, const char *name)
+/* Each tensor's generator: the seed mixed with the tensor's name (FNV-1a
+ * style), so initialisation does not depend on the order of the tensors. */
+static void rng_for(llm_rng *r, uint64_t seed, const char *name)
 {
     uint64_t x = seed;
     for (const unsigned char *p = (const unsigned char *)name; *p; p++) x = (x ^ *p) * 0x100000001b3ull;
-    for (int i = 0; i < 4; i++) r->s[i] = splitmix(&x);
+    llm_rng_seed(r, x);
 }
-
-/* uniform in (0, 1] */
-static double uniform(rng *r) { return ((next(r) >> 11) + 1) * 0x1.0p-53; }
 
 void llm_params_init(float *base, const llm_config *c, const llm_param *params, size_t n, uint64_t seed)
 {
@@ -183,10 +158,11 @@ void llm_params_init(float *base, const llm_config *c, const llm_param *params, 
         double std = 0.02;
         if (c->arch == LLM_ARCH_GPT2 && (strstr(p->name, "attn.o.weight") || strstr(p->name, "ffn.down.weight")))
             std = resid_std;
-        rng r;
-        rng_seed(&r, seed, p->name);
+        llm_rng r;
+        rng_for(&r, seed, p->name);
         for (size_t j = 0; j < p->size; j += 2) {   /* Box-Muller: two normals per two uniforms */
-            double u = uniform(&r), v = uniform(&r), rad = sqrt(-2.0 * log(u));
+            /* u in (0, 1] for the log */
+            double u = 1.0 - llm_rng_uniform(&r), v = llm_rng_uniform(&r), rad = sqrt(-2.0 * log(u));
             x[j] = (float)(std * rad * cos(2 * M_PI * v));
             if (j + 1 < p->size) x[j + 1] = (float)(std * rad * sin(2 * M_PI * v));
         }

@@ -14,11 +14,11 @@
 
 #define LLM_QUANT_MAX_DIMS 8
 
-typedef struct {
-    const char *name;        /* "q8_0", "q4_0", "q4_k" */
-    uint32_t block_elems;    /* weights per block */
-    uint32_t block_bytes;    /* bytes per block */
-} llm_quant_type;
+#include "llmk.h"
+
+/* The block types are the kernels' (one table, kernels/quant_ref.c):
+ * name ("q8_0", "q4_0", "q4_k"), weights and bytes per block. */
+typedef llmk_qtraits llm_quant_type;
 
 const llm_quant_type *llm_quant_find(const char *name);
 

@@ -10,13 +10,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-static int kernel_type(const char *name, llmk_qtype *t)
-{
-    for (int i = 0; i < LLMK_QTYPE_COUNT; i++)
-        if (!strcmp(llmk_qtype_traits((llmk_qtype)i)->name, name)) { *t = (llmk_qtype)i; return 0; }
-    return -1;
-}
-
 /* Why a tensor stays as it is, or NULL when it is quantized. */
 static const char *why_kept(const llm_st_tensor *t, const llmk_qtraits *q, const char *const *keep, size_t nkeep)
 {
@@ -51,7 +44,7 @@ int llm_quantize_file(const char *in, const char *out, const char *type, const c
 {
     llmk_qtype kt;
     const llm_quant_type *qt = llm_quant_find(type);
-    if (kernel_type(type, &kt) || !qt) return llm_errf(err, "unknown quantization type '%s' (q8_0, q4_0, q4_k)", type);
+    if (llmk_qtype_find(type, &kt) || !qt) return llm_errf(err, "unknown quantization type '%s' (q8_0, q4_0, q4_k)", type);
     const llmk_qtraits *q = llmk_qtype_traits(kt);
     llm_st_file *st;
     if (llm_st_open(in, &st, err)) return -1;
