@@ -112,7 +112,8 @@ static void generate(llm_infer *m, const llm_tokenizer *tok, llm_tok_scratch *ts
     llm_rng rng;
     llm_rng_seed(&rng, (uint64_t)seed);
     size_t prompt_tokens = ids.n;
-    llm_ids out = {0};
+    llm_ids out = {0}, shown = {0};   /* shown: the ids the tokenizer has (a model may have more) */
+    size_t tok_vocab = llm_tok_vocab_size(tok);
     llm_strbuf text = {0};
     double *logprobs = malloc(((size_t)max_tokens + 1) * sizeof *logprobs);
     size_t printed = 0;
@@ -123,8 +124,9 @@ static void generate(llm_infer *m, const llm_tokenizer *tok, llm_tok_scratch *ts
         if (has_eos && next == eos && !ignore_eos) { finish = "stop"; break; }
         llm_ids_push(&out, next);
         logprobs[out.n - 1] = lp;
+        if (next < tok_vocab) llm_ids_push(&shown, next);
         text.len = 0;
-        if (llm_tok_decode(tok, out.v, out.n, &text, &err)) llm_die_err(&err);
+        if (llm_tok_decode(tok, shown.v, shown.n, &text, &err)) llm_die_err(&err);
         long at = stop_at(text.data, text.len);
         if (at >= 0) { text.len = (size_t)at; finish = "stop"; break; }
         if (!jsonl && streaming) {
@@ -163,6 +165,7 @@ static void generate(llm_infer *m, const llm_tokenizer *tok, llm_tok_scratch *ts
     free(logprobs);
     llm_sb_free(&text);
     llm_ids_free(&out);
+    llm_ids_free(&shown);
     llm_ids_free(&ids);
 }
 

@@ -263,6 +263,13 @@ int main(int argc, char **argv)
     if (val_path && llm_seqset_open(val_path, &val, &err)) llm_die_err(&err);
     if (val && llm_seqset_verify(val, &err)) llm_die_err(&err);
 
+    if (fresh && steps == 0 && !val) {
+        /* a fresh model, as it is: no moments and no training state yet */
+        if (llm_model_file_write(&f, out_path, &err)) llm_die_err(&err);
+        llm_batcher_close(data);
+        llm_model_file_free(&f);
+        return 0;
+    }
     llm_trainer *t;
     if (llm_trainer_new(&t, &f, &s, &err)) llm_die_err(&err);
     if (log_path) {
