@@ -185,13 +185,6 @@ static void linear(float *out, const float *x, const matrix *w, const float *bia
     }
 }
 
-static void norm(const llm_config *c, float *out, float *mean, float *rstd, const float *x, const float *w, const float *b,
-                 size_t n)
-{
-    if (c->arch == LLM_ARCH_GPT2) llmk_layernorm_forward(out, mean, rstd, x, w, b, n, c->dim, c->norm_eps);
-    else llmk_rmsnorm_forward(out, rstd, x, w, n, c->dim, c->norm_eps);
-}
-
 int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits, int all_logits, llm_err *err)
 {
     const llm_config *c = &m->c;
@@ -210,7 +203,7 @@ int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits
     for (size_t l = 0; l < c->n_layers; l++) {
         const layer *L = &m->layers[l];
         float *kc = m->kv + l * ctx * 2 * KVD, *vc = kc + ctx * KVD;
-        norm(c, m->h, m->mean, m->rstd, m->x, L->attn_norm_w, L->attn_norm_b, n);
+        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->attn_norm_w, L->attn_norm_b, n);
         linear(m->q, m->h, &L->q, L->q_b, n, C, QD);
         linear(kc + pos0 * KVD, m->h, &L->k, L->k_b, n, C, KVD);
         linear(vc + pos0 * KVD, m->h, &L->v, L->v_b, n, C, KVD);
@@ -221,7 +214,7 @@ int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits
         llmk_attention_cached(m->att, m->q, QD, kc, vc, KVD, n, pos0, H, KVH, D);
         linear(m->proj, m->att, &L->o, L->o_b, n, QD, C);
         for (size_t i = 0; i < n * C; i++) m->x[i] += m->proj[i];
-        norm(c, m->h, m->mean, m->rstd, m->x, L->ffn_norm_w, L->ffn_norm_b, n);
+        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->ffn_norm_w, L->ffn_norm_b, n);
         if (llama) {
             linear(m->f1, m->h, &L->gate, NULL, n, C, F);
             linear(m->f2, m->h, &L->up, NULL, n, C, F);
@@ -237,7 +230,7 @@ int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits
         for (size_t i = 0; i < n * C; i++) m->x[i] += m->proj[i];
     }
     size_t first = all_logits ? 0 : n - 1, rows = n - first;
-    norm(c, m->h, m->mean, m->rstd, m->x + first * C, m->norm_w, m->norm_b, rows);
+    llm_norm_forward(c, m->h, m->mean, m->rstd, m->x + first * C, m->norm_w, m->norm_b, rows);
     linear(logits, m->h, &m->output, NULL, rows, C, V);
     m->pos += n;
     return 0;

@@ -295,8 +295,8 @@ static void add_into(float *out, const float *a, const float *b, size_t n)
     for (size_t i = 0; i < n; i++) out[i] = a[i] + b[i];
 }
 
-static void norm_forward(const llm_config *c, float *out, float *mean, float *rstd, const float *x, const float *w,
-                         const float *b, size_t rows)
+void llm_norm_forward(const llm_config *c, float *out, float *mean, float *rstd, const float *x, const float *w,
+                      const float *b, size_t rows)
 {
     if (c->arch == LLM_ARCH_GPT2) llmk_layernorm_forward(out, mean, rstd, x, w, b, rows, c->dim, c->norm_eps);
     else llmk_rmsnorm_forward(out, rstd, x, w, rows, c->dim, c->norm_eps);
@@ -320,7 +320,7 @@ void llm_forward(const llm_config *c, const llm_weights *w, llm_acts *a, const u
     for (size_t l = 0; l < c->n_layers; l++) {
         const llm_layer_weights *L = &w->layers[l];
         layer_acts *la = &a->layers[l];
-        norm_forward(c, la->ln1, la->ln1_mean, la->ln1_rstd, x, L->attn_norm_w, L->attn_norm_b, BT);
+        llm_norm_forward(c, la->ln1, la->ln1_mean, la->ln1_rstd, x, L->attn_norm_w, L->attn_norm_b, BT);
         llmk_linear_forward(la->qkv, la->ln1, L->qkv_w, L->qkv_b, BT, C, QKV);
         if (llama) {
             llmk_rope_forward(la->qkv, BT, T, H, D, QKV, c->rope_theta);
@@ -329,7 +329,7 @@ void llm_forward(const llm_config *c, const llm_weights *w, llm_acts *a, const u
         llmk_attention_forward(la->atty, la->att, la->qkv, B, T, H, KVH, D);
         llmk_linear_forward(a->proj, la->atty, L->o_w, L->o_b, BT, QD, C);
         add_into(la->res1, x, a->proj, BT * C);
-        norm_forward(c, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1, L->ffn_norm_w, L->ffn_norm_b, BT);
+        llm_norm_forward(c, la->ln2, la->ln2_mean, la->ln2_rstd, la->res1, L->ffn_norm_w, L->ffn_norm_b, BT);
         llmk_linear_forward(la->fch, la->ln2, L->fc_w, L->fc_b, BT, C, FC);
         if (llama) llmk_swiglu_forward(la->fca, la->fch, BT, F);
         else llmk_gelu_forward(la->fca, la->fch, BT * F);
@@ -337,7 +337,7 @@ void llm_forward(const llm_config *c, const llm_weights *w, llm_acts *a, const u
         add_into(la->res2, la->res1, a->proj, BT * C);
         x = la->res2;
     }
-    norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, x, w->norm_w, w->norm_b, BT);
+    llm_norm_forward(c, a->lnf, a->lnf_mean, a->lnf_rstd, x, w->norm_w, w->norm_b, BT);
     llmk_linear_forward(a->logits, a->lnf, w->output, NULL, BT, C, c->vocab_size);
 }
 

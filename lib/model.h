@@ -98,6 +98,11 @@ size_t llm_acts_floats(const llm_config *c, size_t B, size_t T, int training);
  * respect to them after llm_loss with grad_scale. */
 float *llm_acts_logits(llm_acts *a);
 
+/* The model's norm (LayerNorm for gpt2, RMSNorm for llama) over rows of
+ * dim; mean is not written for RMSNorm. */
+void llm_norm_forward(const llm_config *c, float *out, float *mean, float *rstd, const float *x, const float *w,
+                      const float *b, size_t rows);
+
 /* Forward: inputs (B*T token ids, each < vocab: the caller checks) to logits.
  * T <= the T the activations were made for, and <= ctx_len. */
 void llm_forward(const llm_config *c, const llm_weights *w, llm_acts *a, const uint32_t *inputs, size_t B, size_t T);
