@@ -20,7 +20,13 @@
  * Threads take disjoint ranges of C's columns (so each packs its own B) and
  * share the packing of each A block (see gemm_cols). Every C element is
  * computed by the same operations in the same order whatever the number of
- * threads: the K blocks and the tile grid depend only on the shape. */
+ * threads: the K blocks and the tile grid depend only on the shape.
+ *
+ * The quantized Linear layer's prefill (llmk__sgemm_bpack, for quant_cpu.c)
+ * runs the same loops on a B that is never stored: where a thread packs its
+ * B block, the caller writes the packed panels (dequantizing the weights
+ * straight into them), so the weights are read from memory once, in their
+ * quantized bytes. */
 #include "llmk.h"
 
 #include <immintrin.h>
@@ -37,6 +43,9 @@ static int use_avx512(void) { const llmk_cpu_features *f = llmk_cpu(); return f-
 #define MR_MAX 16
 #define NR_MAX 32
 
+/* writes one packed NR-column panel of op(B): see llmk__sgemm_bpack */
+typedef void (*llmk__bpack_fn)(void *ctx, float *bp, size_t j0, size_t n, size_t k0, size_t kc);
+
 /* what one call computes: C = alpha * op(A) @ op(B) + beta * C (+ bias[j]) */
 typedef struct {
     int trans_a, trans_b;
@@ -45,6 +54,10 @@ typedef struct {
     const float *A, *B, *bias;   /* bias (N) or NULL */
     size_t lda, ldb, ldc;
     float *C;
+    /* op(B) not stored, its panels made by bpack (NR bnr): see llmk__sgemm_bpack */
+    llmk__bpack_fn bpack;
+    void *bctx;
+    size_t bnr, kalign;
 } gemm_args;
 
 /* c (MR, NR; row stride ldc) = alpha * a-panel @ b-panel + beta * c (+ bias);
@@ -310,7 +323,7 @@ static const gemm_path *pick_path(void)
  * B (the weights) is read once, in order; threads split the columns of C.
  * (Without the transpose the same idea walks B across its rows and measured
  * slower than packing.) */
-#define SMALL_M 4
+#define SMALL_M LLMK_GEMM_SMALL_M
 
 /* C[i][j] = alpha * acc + beta * C[i][j] (beta == 0: not read) + bias[j] */
 static inline float epilogue(const gemm_args *g, float acc, size_t i, size_t j)
@@ -442,7 +455,10 @@ static void gemm_cols(gemm_plan *pl, size_t u0, size_t u1, size_t n0, size_t n1,
             if (u1 - u0 < T) barrier_wait(&pl->bar, (unsigned)(u1 - u0), (unsigned)T);
             for (size_t jc = n0; jc < n1; jc += pl->nbb) {
                 size_t nb = n1 - jc < pl->nbb ? n1 - jc : pl->nbb;
-                P->pack_b(bp, g, pc, kc, jc, nb);
+                if (!g->bpack) P->pack_b(bp, g, pc, kc, jc, nb);
+                else
+                    for (size_t p = 0; p < nb; p += nr)
+                        g->bpack(g->bctx, bp + p * kc, jc + p, nb - p < nr ? nb - p : nr, pc, kc);
                 for (size_t ir = 0; ir < mc; ir += mr) {
                     size_t rows = mc - ir < mr ? mc - ir : mr;
                     const float *a = ap + ir * kc;
@@ -500,28 +516,31 @@ static void gemm_fallback(const gemm_args *g)
             for (size_t j = 0; j < g->N; j++) g->C[i * g->ldc + j] += g->bias[j];
 }
 
-static void gemm_run(const gemm_args *g)
+/* 0; or -1 with g->bpack when no vector path takes its panels (NR bnr) or
+ * there is no memory for the packs (without bpack the oracle answers) */
+static int gemm_run(const gemm_args *g)
 {
-    if (g->M == 0 || g->N == 0) return;
+    if (g->M == 0 || g->N == 0) return 0;
     if (g->K == 0) {   /* no products: C = beta * C + bias */
         for (size_t i = 0; i < g->M; i++)
             for (size_t j = 0; j < g->N; j++) {
                 float *c = g->C + i * g->ldc + j;
                 *c = (g->beta != 0 ? g->beta * *c : 0.0f) + (g->bias ? g->bias[j] : 0.0f);
             }
-        return;
+        return 0;
     }
     const gemm_path *P = pick_path();
+    if (g->bpack && (!P || (size_t)P->nr != g->bnr)) return -1;
     if (!P) {
         gemm_fallback(g);
-        return;
+        return 0;
     }
     size_t threads = (size_t)llmk_threads();
-    if (P == &path_avx512 && g->M <= SMALL_M && !g->trans_a && g->trans_b) {
+    if (P == &path_avx512 && g->M <= SMALL_M && !g->trans_a && g->trans_b && !g->bpack) {
         size_t groups = (g->N + 3) / 4;   /* 4 columns (rows of B) at a time */
         if (threads <= 1 || g->M * g->N * g->K < PARALLEL_MIN_MACS) small_m_task((void *)g, 0, groups);
         else llmk_parallel_for(groups, 1, small_m_task, (void *)g);
-        return;
+        return 0;
     }
     const size_t mr = (size_t)P->mr, nr = (size_t)P->nr, ntiles = (g->N + nr - 1) / nr;
     /* a team splits the columns; each member wants a few tiles */
@@ -531,6 +550,7 @@ static void gemm_run(const gemm_args *g)
     gemm_plan pl = {.P = P, .g = g, .nunits = T};
     size_t nk = (g->K + P->kc - 1) / P->kc;
     pl.kc_max = (g->K + nk - 1) / nk;   /* even K blocks: 768 -> 2 x 384, 1024 -> 342, 342, 340 */
+    if (g->bpack && g->kalign > 1) pl.kc_max = (pl.kc_max + g->kalign - 1) / g->kalign * g->kalign;
     pl.mcb = g->M < P->mcb ? (g->M + mr - 1) / mr * mr : P->mcb;
     size_t ncols = (ntiles + T - 1) / T * nr;   /* the most one member gets */
     pl.nbb = ncols < P->nb ? ncols : P->nb;
@@ -538,21 +558,40 @@ static void gemm_run(const gemm_args *g)
     pl.bstride = (pl.kc_max * pl.nbb + 15) & ~(size_t)15;
     float *buf = pack_buffer((T > 1 ? 2 : 1) * a_floats + T * pl.bstride);
     if (!buf) {   /* no memory for the packs: the oracle still gives the answer */
+        if (g->bpack) return -1;
         gemm_fallback(g);
-        return;
+        return 0;
     }
     pl.abuf[0] = buf;
     pl.abuf[1] = T > 1 ? buf + a_floats : buf;
     pl.bbuf = buf + (T > 1 ? 2 : 1) * a_floats;
     if (T == 1) gemm_task(&pl, 0, 1);
     else llmk_parallel_for(T, 1, gemm_task, &pl);
+    return 0;
 }
 
 void llmk_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, NULL, lda, ldb, ldc, C};
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, NULL, lda, ldb, ldc, C, NULL, NULL, 0, 0};
     gemm_run(&g);
+}
+
+/* For the quantized Linear layer (quant_cpu.c): C (M, N; row stride ldc) =
+ * A (M, K; lda) @ op(B) where op(B) (K, N) is never stored: where a thread
+ * packs a block of it, pack(ctx, bp, j0, n, k0, kc) writes the panel of its
+ * columns [j0, j0 + n) (n <= nr), rows [k0, k0 + kc) as bp[k * nr + x] =
+ * op(B)[k0 + k][j0 + x], zero for x >= n (bp 64-byte aligned). k0 is a
+ * multiple of kalign, and so is kc but in the last K block. Threads as in
+ * llmk_sgemm; returns -1, C untouched, when this processor's path does not
+ * take panels of nr columns (AVX-512: 32, AVX2: 16) or without memory. */
+int llmk__sgemm_bpack(size_t M, size_t N, size_t K, const float *A, size_t lda, size_t nr, llmk__bpack_fn pack,
+                      void *ctx, size_t kalign, float *C, size_t ldc);
+int llmk__sgemm_bpack(size_t M, size_t N, size_t K, const float *A, size_t lda, size_t nr, llmk__bpack_fn pack,
+                      void *ctx, size_t kalign, float *C, size_t ldc)
+{
+    gemm_args g = {0, 1, M, N, K, 1.0f, 0.0f, A, NULL, NULL, lda, 0, ldc, C, pack, ctx, nr, kalign};
+    return gemm_run(&g);
 }
 
 /* ---- Linear layer ---- */
@@ -560,7 +599,7 @@ void llmk_linear_forward(float *out, const float *inp, const float *w, const flo
                          size_t oc)
 {
     /* out (rows, oc) = inp (rows, ic) @ w^T (ic, oc) + bias, the bias added as the first K block is stored */
-    gemm_args g = {0, 1, rows, oc, ic, 1.0f, 0.0f, inp, w, bias, ic, ic, oc, out};
+    gemm_args g = {0, 1, rows, oc, ic, 1.0f, 0.0f, inp, w, bias, ic, ic, oc, out, NULL, NULL, 0, 0};
     gemm_run(&g);
 }
 

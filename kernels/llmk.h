@@ -77,6 +77,13 @@ void llmk_sgemm_ref(int trans_a, int trans_b, size_t M, size_t N, size_t K, floa
 void llmk_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                 const float *B, size_t ldb, float beta, float *C, size_t ldc);
 
+/* Rows up to which llmk_sgemm (without trans_a, with trans_b) and
+ * llmk_linear_forward take a dot-product path (no packing: decoding). A
+ * row's result depends only on its inputs within each path, but the two
+ * paths round differently: callers that need a row's result independent of
+ * the row count (a sequence's output not depending on its batch) keep to
+ * groups of at most this many rows, or always more. */
+#define LLMK_GEMM_SMALL_M 4
 /* Linear layer: out (rows, oc) = inp (rows, ic) @ w (oc, ic)^T + bias (oc, or NULL). */
 void llmk_linear_forward_ref(float *out, const float *inp, const float *w, const float *bias, size_t rows, size_t ic,
                              size_t oc);
@@ -202,8 +209,15 @@ double llmk_sumsq(const float *x, size_t n);
  * q8_0: 32 weights in 34 bytes (f16 d, 32 int8); q4_0: 32 in 18 (f16 d, 16
  * bytes of nibbles: j and j+16 share byte j, low nibble first, value - 8);
  * q4_k: 256 in 144 (f16 d, f16 dmin, 12 bytes of 6-bit scales and mins,
- * 128 bytes of nibbles). n is a multiple of the type's block size. */
-typedef enum { LLMK_Q8_0 = 0, LLMK_Q4_0, LLMK_Q4_K, LLMK_QTYPE_COUNT } llmk_qtype;
+ * 128 bytes of nibbles). n is a multiple of the type's block size.
+ * nf4: bitsandbytes' 4-bit NormalFloat with double quantization, laid out
+ * over the whole tensor (not per block): n/2 bytes of codes (two per byte,
+ * the first weight in the high nibble), then n/64 bytes of absmax codes
+ * (8-bit dynamic map), then ceil(n/64/256) f32 scales of the absmax codes
+ * (one per 256 blocks), then one f32 offset (the mean absmax); see
+ * kernels/nf4_ref.c. Its "block" (64 weights, 33 bytes) excludes the
+ * tensor's tail of scales: llmk_qbytes counts it. */
+typedef enum { LLMK_Q8_0 = 0, LLMK_Q4_0, LLMK_Q4_K, LLMK_NF4, LLMK_QTYPE_COUNT } llmk_qtype;
 typedef struct {
     const char *name;          /* "q8_0", ... */
     uint32_t block_elems, block_bytes;
@@ -211,19 +225,38 @@ typedef struct {
 const llmk_qtraits *llmk_qtype_traits(llmk_qtype t);
 /* The type named name ("q8_0", ...): 0 and *t, or -1. */
 int llmk_qtype_find(const char *name, llmk_qtype *t);
-/* Bytes of n weights (a row): n / block_elems * block_bytes. */
-size_t llmk_qrow_bytes(llmk_qtype t, size_t n);
-/* Quantize n floats (round to nearest as llama.cpp's quantize_row_*_ref;
- * q4_k as its reference search) and back. */
+/* Bytes of a tensor of n weights: n / block_elems * block_bytes, plus
+ * nf4's tail. A row of a q8_0, q4_0 or q4_k matrix is llmk_qbytes(t, cols). */
+size_t llmk_qbytes(llmk_qtype t, size_t n);
+/* Quantize n floats (a whole tensor; round to nearest as llama.cpp's
+ * quantize_row_*_ref; q4_k as its reference search; nf4 as bitsandbytes'
+ * quantize_4bit with compress_statistics) and back. */
 void llmk_quantize_ref(llmk_qtype t, void *out, const float *in, size_t n);
 void llmk_dequantize_ref(llmk_qtype t, float *out, const void *in, size_t n);
 void llmk_dequantize(llmk_qtype t, float *out, const void *in, size_t n);
-/* out (rows, oc) = x (rows, ic) @ W^T where W is oc rows of ic quantized
- * weights (each row llmk_qrow_bytes(t, ic) bytes): a matrix-vector product
- * when rows == 1 (decoding), threaded over oc. q8_0 and q4_0 quantize x to
- * int8 blocks first (as llama.cpp does: the dot is integer, AVX-512 VNNI
- * where present); q4_k dots against x quantized to int8 blocks of 256 (as
- * llama.cpp's q8_K). */
+/* Rows [r0, r1) of the (oc, ic) quantized matrix w, as floats:
+ * out ((r1 - r0), ic). (nf4 needs the whole tensor to find its scales.) */
+void llmk_dequantize_rows(llmk_qtype t, float *out, const void *w, size_t ic, size_t oc, size_t r0, size_t r1);
+/* out (rows, oc) = x (rows, ic) @ W^T where W is the (oc, ic) quantized
+ * matrix w, threaded over oc. Below LLMK_QLINEAR_GEMM_ROWS rows (decoding:
+ * a matrix-vector product at rows == 1, or a small batch) q8_0 and q4_0
+ * quantize x to int8 blocks first (as llama.cpp does: the dot is integer,
+ * AVX-512 VNNI where present) and q4_k dots against x quantized to int8
+ * blocks of 256 (as llama.cpp's q8_K), one dot per (weight row, x row).
+ * From that many rows on (prefill) q8_0, q4_0 and q4_k run the blocked fp32
+ * GEMM (llmk_sgemm's) on x unquantized and W dequantized as the GEMM packs
+ * it, so weights are read once, in their quantized bytes: the float product
+ * of x and the dequantized weights, nearer the exact product than the int8
+ * path (x is not rounded) and at the fp32 GEMM's speed. nf4 dots fp32 x
+ * against weights decoded through its 16-value codebook. The _ref is the
+ * int8 path at every row count (and llmk_qlinear is the _ref on the scalar
+ * path). */
+/* Rows from which llmk_qlinear takes its prefill path (measured faster from
+ * 9 rows on with AVX-512, 12 with AVX2; 12 rows are one register tile of the
+ * AVX-512 GEMM). Callers that need results independent of how rows are
+ * grouped (a sequence's output not depending on its batch) keep groups on
+ * one side of it. */
+#define LLMK_QLINEAR_GEMM_ROWS 12
 void llmk_qlinear_ref(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
 void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
 

@@ -10,6 +10,9 @@
  * 16 (8 with AVX2) lanes with a fused multiply-add and then added across
  * lanes, where the ref adds them one after the other. q4_k keeps the ref's
  * scalar float sequence per block and so gives the ref's result bit for bit.
+ * That is below LLMK_QLINEAR_GEMM_ROWS rows of x; from there on (prefill)
+ * it is gemm_cpu.c's fp32 GEMM on x unquantized and W dequantized as the
+ * GEMM packs it: the float product of x and the dequantized weights.
  *
  * Dequantization is the ref's arithmetic on vectors (code x d, and for q4_k
  * (d x sc) x code - dmin x m in two roundings), so it is bit for bit the ref;
@@ -22,6 +25,7 @@
 #endif
 
 #include "llmk.h"
+#include "nf4.h"
 
 #include <immintrin.h>
 #include <stdlib.h>
@@ -164,9 +168,18 @@ AVX2 static void dequantize_avx2(llmk_qtype t, float *out, const uint8_t *p, siz
 
 void llmk_dequantize(llmk_qtype t, float *out, const void *in, size_t n)
 {
+    if (t == LLMK_NF4) { llmk__nf4_dequantize(out, in, n); return; }
     if (use_avx512()) dequantize_avx512(t, out, in, n);
     else if (use_avx2()) dequantize_avx2(t, out, in, n);
     else llmk_dequantize_ref(t, out, in, n);
+}
+
+void llmk_dequantize_rows(llmk_qtype t, float *out, const void *w, size_t ic, size_t oc, size_t r0, size_t r1)
+{
+    if (t == LLMK_NF4) { llmk__nf4_dequantize_rows(out, w, ic, oc, r0, r1); return; }
+    (void)oc;
+    size_t rb = llmk_qbytes(t, ic);
+    llmk_dequantize(t, out, (const uint8_t *)w + r0 * rb, (r1 - r0) * ic);
 }
 
 /* ==== dot products of one weight row with one row of quantized x ====
@@ -561,8 +574,194 @@ static void *act_buffer(size_t bytes)
 
 static size_t align64(size_t n) { return (n + 63) & ~(size_t)63; }
 
+/* ==== prefill: rows >= LLMK_QLINEAR_GEMM_ROWS ====
+ * gemm_cpu.c's blocked fp32 GEMM on x as it is and W^T, which it never
+ * stores: where a thread packs a block of W^T (a K block of up to 512
+ * columns by 256 output channels), the functions below write its panels of
+ * NR output channels (NR floats per k) straight from the quantized blocks:
+ * dequantized vectors of 16 (AVX-512; 8 with AVX2) rows transposed in
+ * registers. So the weights are read once per call, in their quantized
+ * bytes, and dequantized once; at these row counts the GEMM's register
+ * tiles beat one dot per (weight row, x row) pair. The values are the ref's
+ * dequantization bit for bit (the arithmetic of dequantize_avx512 above). */
+typedef struct {
+    const uint8_t *w;
+    size_t rb;            /* bytes per weight row */
+} wpanel;
+
+/* gemm_cpu.c: C (M, N) = A (M, K) @ op(B) with op(B)'s panels of nr columns
+ * written by pack; -1 when the GEMM's path does not take such panels */
+int llmk__sgemm_bpack(size_t M, size_t N, size_t K, const float *A, size_t lda, size_t nr,
+                      void (*pack)(void *ctx, float *bp, size_t j0, size_t n, size_t k0, size_t kc), void *ctx,
+                      size_t kalign, float *C, size_t ldc);
+
+#define BLOCK_ELEMS(t) ((t) == LLMK_Q4_K ? 256u : 32u)
+#define BLOCK_BYTES(t) ((t) == LLMK_Q8_0 ? 34u : (t) == LLMK_Q4_0 ? 18u : 144u)
+
+/* q4_k's eight run scales d x sc (s) and minimums dmin x m (m) of a block */
+AVX2 INLINE void q4k_runs(const uint8_t *blk, float s[8], float m[8])
+{
+    float d = _cvtsh_ss(rd16(blk)), dmin = _cvtsh_ss(rd16(blk + 2));
+    uint64_t sc, mn;
+    unpack_scales(blk + 4, &sc, &mn);
+    for (int j = 0; j < 8; j++) {
+        s[j] = d * (float)(uint8_t)(sc >> 8 * j);
+        m[j] = dmin * (float)(uint8_t)(mn >> 8 * j);
+    }
+}
+
+/* 16 x 16 floats transposed in registers: r[i] lane j <-> r[j] lane i */
+AVX512 INLINE void transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    UNROLL for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    UNROLL for (int i = 0; i < 16; i += 4)
+        UNROLL for (int h = 0; h < 2; h++) {
+            __m512d lo = _mm512_castps_pd(t[i + h]), hi = _mm512_castps_pd(t[i + 2 + h]);
+            r[i + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(lo, hi));
+            r[i + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(lo, hi));
+        }
+    UNROLL for (int i = 0; i < 16; i += 8)
+        UNROLL for (int h = 0; h < 4; h++) {
+            t[i + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0x88);
+            t[i + 4 + h] = _mm512_shuffle_f32x4(r[i + h], r[i + 4 + h], 0xdd);
+        }
+    UNROLL for (int h = 0; h < 8; h++) {
+        r[h] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0x88);
+        r[h + 8] = _mm512_shuffle_f32x4(t[h], t[h + 8], 0xdd);
+    }
+}
+
+/* the 16 weights from element e (a multiple of 16) of block blk; s, m: its
+ * q4_k runs */
+AVX512 INLINE __m512 weights16(llmk_qtype t, const uint8_t *blk, size_t e, const float *s, const float *m)
+{
+    if (t == LLMK_Q8_0) {
+        __m512i q = _mm512_cvtepi8_epi32(_mm_loadu_si128((const __m128i *)(blk + 2 + e)));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(q), _mm512_set1_ps(_cvtsh_ss(rd16(blk))));
+    }
+    size_t off = t == LLMK_Q4_0 ? 2 : 16 + e / 64 * 32 + (e & 31);   /* q4_k: 32 bytes for runs 2c and 2c + 1 */
+    __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128((const __m128i *)(blk + off)));
+    int high = t == LLMK_Q4_0 ? e >= 16 : (e / 32) & 1;   /* q4_0: j, j + 16 share byte j; q4_k: runs 2c, 2c + 1 */
+    __m512i code = high ? _mm512_srli_epi32(q, 4) : _mm512_and_si512(q, _mm512_set1_epi32(15));
+    if (t == LLMK_Q4_0)
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(code, _mm512_set1_epi32(8))),
+                             _mm512_set1_ps(_cvtsh_ss(rd16(blk))));
+    return _mm512_sub_ps(_mm512_mul_ps(_mm512_set1_ps(s[e / 32]), _mm512_cvtepi32_ps(code)), _mm512_set1_ps(m[e / 32]));
+}
+
+/* W's rows [j0, j0 + n) (n <= 32), columns [k0, k0 + kc), as bp[k * 32 + x] */
+AVX512 INLINE void panel_avx512(llmk_qtype t, const wpanel *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    const size_t be = BLOCK_ELEMS(t), bb = BLOCK_BYTES(t);
+    const uint8_t *w = f->w + j0 * f->rb + k0 / be * bb;
+    for (size_t kb = 0; kb < kc; kb += be, w += bb)
+        for (size_t h = 0; h < 32; h += 16) {
+            size_t rows = n <= h ? 0 : n - h < 16 ? n - h : 16;
+            float s[16][8], m[16][8];
+            if (t == LLMK_Q4_K)
+                for (size_t x = 0; x < rows; x++) q4k_runs(w + (h + x) * f->rb, s[x], m[x]);
+            for (size_t e = 0; e < be; e += 16) {
+                __m512 r[16];
+                UNROLL for (size_t x = 0; x < 16; x++)
+                    r[x] = x < rows ? weights16(t, w + (h + x) * f->rb, e, s[x], m[x]) : _mm512_setzero_ps();
+                transpose16(r);
+                float *d = bp + (kb + e) * 32 + h;
+                UNROLL for (size_t i = 0; i < 16; i++) _mm512_store_ps(d + 32 * i, r[i]);
+            }
+        }
+}
+
+AVX512 static void panel_q8_0_avx512(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx512(LLMK_Q8_0, f, bp, j0, n, k0, kc);
+}
+AVX512 static void panel_q4_0_avx512(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx512(LLMK_Q4_0, f, bp, j0, n, k0, kc);
+}
+AVX512 static void panel_q4_K_avx512(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx512(LLMK_Q4_K, f, bp, j0, n, k0, kc);
+}
+
+/* ---- AVX2: panels of 16, 8 x 8 transposes ---- */
+AVX2 INLINE void transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    UNROLL for (int i = 0; i < 8; i += 2) {   /* t[i]: r[i][0] r[i+1][0] r[i][1] r[i+1][1] | the same for 4, 5 */
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    UNROLL for (int i = 0; i < 8; i += 4) {   /* u[i + c]: element c (| c + 4) of rows i .. i + 3 */
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    UNROLL for (int c = 0; c < 4; c++) {
+        r[c] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x20);
+        r[c + 4] = _mm256_permute2f128_ps(u[c], u[c + 4], 0x31);
+    }
+}
+
+/* the 8 weights from element e (a multiple of 8) of block blk */
+AVX2 INLINE __m256 weights8(llmk_qtype t, const uint8_t *blk, size_t e, const float *s, const float *m)
+{
+    if (t == LLMK_Q8_0) {
+        __m256i q = _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)(blk + 2 + e)));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(q), _mm256_set1_ps(_cvtsh_ss(rd16(blk))));
+    }
+    size_t off = t == LLMK_Q4_0 ? 2 + (e & 15) : 16 + e / 64 * 32 + (e & 31);   /* as in weights16 */
+    __m256i q = _mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i *)(blk + off)));
+    int high = t == LLMK_Q4_0 ? e >= 16 : (e / 32) & 1;
+    __m256i code = high ? _mm256_srli_epi32(q, 4) : _mm256_and_si256(q, _mm256_set1_epi32(15));
+    if (t == LLMK_Q4_0)
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(code, _mm256_set1_epi32(8))),
+                             _mm256_set1_ps(_cvtsh_ss(rd16(blk))));
+    return _mm256_sub_ps(_mm256_mul_ps(_mm256_set1_ps(s[e / 32]), _mm256_cvtepi32_ps(code)), _mm256_set1_ps(m[e / 32]));
+}
+
+AVX2 INLINE void panel_avx2(llmk_qtype t, const wpanel *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    const size_t be = BLOCK_ELEMS(t), bb = BLOCK_BYTES(t);
+    const uint8_t *w = f->w + j0 * f->rb + k0 / be * bb;
+    for (size_t kb = 0; kb < kc; kb += be, w += bb)
+        for (size_t h = 0; h < 16; h += 8) {
+            size_t rows = n <= h ? 0 : n - h < 8 ? n - h : 8;
+            float s[8][8], m[8][8];
+            if (t == LLMK_Q4_K)
+                for (size_t x = 0; x < rows; x++) q4k_runs(w + (h + x) * f->rb, s[x], m[x]);
+            for (size_t e = 0; e < be; e += 8) {
+                __m256 r[8];
+                UNROLL for (size_t x = 0; x < 8; x++)
+                    r[x] = x < rows ? weights8(t, w + (h + x) * f->rb, e, s[x], m[x]) : _mm256_setzero_ps();
+                transpose8(r);
+                float *d = bp + (kb + e) * 16 + h;
+                UNROLL for (size_t i = 0; i < 8; i++) _mm256_store_ps(d + 16 * i, r[i]);
+            }
+        }
+}
+
+AVX2 static void panel_q8_0_avx2(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx2(LLMK_Q8_0, f, bp, j0, n, k0, kc);
+}
+AVX2 static void panel_q4_0_avx2(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx2(LLMK_Q4_0, f, bp, j0, n, k0, kc);
+}
+AVX2 static void panel_q4_K_avx2(void *f, float *bp, size_t j0, size_t n, size_t k0, size_t kc)
+{
+    panel_avx2(LLMK_Q4_K, f, bp, j0, n, k0, kc);
+}
+
 void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc)
 {
+    if (t == LLMK_NF4) { llmk__nf4_qlinear(out, x, w, rows, ic, oc); return; }
     const llmk_qtraits *q = llmk_qtype_traits(t);
     if (!q || rows == 0 || oc == 0) return;
     static const rowdot_fn dots[3][LLMK_QTYPE_COUNT] = {
@@ -575,9 +774,20 @@ void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_
         llmk_qlinear_ref(t, out, x, w, rows, ic, oc);
         return;
     }
+    if (rows >= LLMK_QLINEAR_GEMM_ROWS) {   /* prefill: the fp32 GEMM (above) */
+        typedef void (*panel_fn)(void *, float *, size_t, size_t, size_t, size_t);
+        static const panel_fn panels[2][3] = {
+            {panel_q8_0_avx2, panel_q4_0_avx2, panel_q4_K_avx2},
+            {panel_q8_0_avx512, panel_q4_0_avx512, panel_q4_K_avx512},
+        };
+        wpanel f = {w, llmk_qbytes(t, ic)};
+        if (!llmk__sgemm_bpack(rows, oc, ic, x, ic, path ? 32 : 16, panels[path > 0][t], &f, q->block_elems, out, oc))
+            return;
+        /* the GEMM takes other panels here, or has no memory for its packs: the int8 path */
+    }
     qctx c = {.t = t, .dot = dots[path][t], .out = out, .x = x, .w = w, .rows = rows, .ic = ic, .oc = oc};
     const size_t be = q->block_elems;
-    c.rb = llmk_qrow_bytes(t, ic);
+    c.rb = llmk_qbytes(t, ic);
     c.nb = ic / be;
     c.nbp = t == LLMK_Q4_K ? c.nb : (c.nb + 15) / 16 * 16;   /* whole 16-block steps of x to load */
     size_t bq = align64(rows * c.nbp * be), bd = align64(rows * c.nbp * sizeof(float));

@@ -32,6 +32,7 @@
 #endif
 
 #include "llmk.h"
+#include "nf4.h"
 
 #include <math.h>
 #include <stddef.h>
@@ -61,6 +62,7 @@ static const llmk_qtraits traits[LLMK_QTYPE_COUNT] = {
     [LLMK_Q8_0] = {"q8_0", 32, sizeof(blk_q8_0)},
     [LLMK_Q4_0] = {"q4_0", 32, sizeof(blk_q4_0)},
     [LLMK_Q4_K] = {"q4_k", 256, sizeof(blk_q4_K)},
+    [LLMK_NF4] = {"nf4", 64, 33},
 };
 
 const llmk_qtraits *llmk_qtype_traits(llmk_qtype t)
@@ -75,8 +77,9 @@ int llmk_qtype_find(const char *name, llmk_qtype *t)
     return -1;
 }
 
-size_t llmk_qrow_bytes(llmk_qtype t, size_t n)
+size_t llmk_qbytes(llmk_qtype t, size_t n)
 {
+    if (t == LLMK_NF4) return llmk__nf4_bytes(n);   /* blocks, then the tensor's tail of scales */
     const llmk_qtraits *q = llmk_qtype_traits(t);
     return q ? n / q->block_elems * q->block_bytes : 0;
 }
@@ -360,6 +363,7 @@ float llmk__quantize_x256(int8_t *q, const float *x)
 
 void llmk_quantize_ref(llmk_qtype t, void *out, const float *in, size_t n)
 {
+    if (t == LLMK_NF4) { llmk__nf4_quantize_ref(out, in, n); return; }
     uint8_t *o = out;
     switch (t) {
     case LLMK_Q8_0:
@@ -378,6 +382,7 @@ void llmk_quantize_ref(llmk_qtype t, void *out, const float *in, size_t n)
 
 void llmk_dequantize_ref(llmk_qtype t, float *out, const void *in, size_t n)
 {
+    if (t == LLMK_NF4) { llmk__nf4_dequantize_ref(out, in, n); return; }
     const uint8_t *p = in;
     switch (t) {
     case LLMK_Q8_0:
@@ -463,10 +468,11 @@ NOVEC static void dot_q4_K(const uint8_t *blk, const int8_t *xq, const int32_t *
 
 void llmk_qlinear_ref(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc)
 {
+    if (t == LLMK_NF4) { llmk__nf4_qlinear_ref(out, x, w, rows, ic, oc); return; }
     const llmk_qtraits *q = llmk_qtype_traits(t);
     if (!q) return;
     const uint8_t *W = w;
-    const size_t rb = llmk_qrow_bytes(t, ic), bb = q->block_bytes, nb = ic / q->block_elems;
+    const size_t rb = llmk_qbytes(t, ic), bb = q->block_bytes, nb = ic / q->block_elems;
     for (size_t r = 0; r < rows; r++) {
         float *o = out + r * oc;                  /* (oc) */
         const float *xr = x + r * ic;             /* (ic) */

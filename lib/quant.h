@@ -17,12 +17,13 @@
 #include "llmk.h"
 
 /* The block types are the kernels' (one table, kernels/quant_ref.c):
- * name ("q8_0", "q4_0", "q4_k"), weights and bytes per block. */
+ * name ("q8_0", "q4_0", "q4_k", "nf4"), weights and bytes per block. */
 typedef llmk_qtraits llm_quant_type;
 
 const llm_quant_type *llm_quant_find(const char *name);
 
-/* Bytes a tensor of logical shape (ndim, shape) takes in type q. Returns 0 and
+/* Bytes a tensor of logical shape (ndim, shape) takes in type q (nf4's tail
+ * of scales included: llmk_qbytes of its weights). Returns 0 and
  * sets *nbytes, or -1 when the last dimension is not a multiple of the block
  * size or the size overflows 64 bits. */
 int llm_quant_nbytes(const llm_quant_type *q, size_t ndim, const uint64_t *shape, uint64_t *nbytes);

@@ -44,7 +44,7 @@ int llm_quantize_file(const char *in, const char *out, const char *type, const c
 {
     llmk_qtype kt;
     const llm_quant_type *qt = llm_quant_find(type);
-    if (llmk_qtype_find(type, &kt) || !qt) return llm_errf(err, "unknown quantization type '%s' (q8_0, q4_0, q4_k)", type);
+    if (llmk_qtype_find(type, &kt) || !qt) return llm_errf(err, "unknown quantization type '%s' (q8_0, q4_0, q4_k, nf4)", type);
     const llmk_qtraits *q = llmk_qtype_traits(kt);
     llm_st_file *st;
     if (llm_st_open(in, &st, err)) return -1;
@@ -74,7 +74,7 @@ int llm_quantize_file(const char *in, const char *out, const char *type, const c
             if (!rc && fn) fn(ctx, &r);
             continue;
         }
-        size_t elems = (size_t)t->nelem, bytes = llmk_qrow_bytes(kt, elems);
+        size_t elems = (size_t)t->nelem, bytes = llmk_qbytes(kt, elems);
         float *x = to_f32(t), *back = malloc(elems * sizeof *back + 1);
         blobs[i] = malloc(bytes);
         if (!x || !back || !blobs[i]) {

@@ -12,7 +12,7 @@ static const char *type, *out_path;
 static llm_strlist keep;
 
 static const llm_opt options[] = {
-    {"type", 'q', LLM_OPT_STR, &type, "TYPE", "q8_0, q4_0 or q4_k (required)", 0, 0},
+    {"type", 'q', LLM_OPT_STR, &type, "TYPE", "q8_0, q4_0, q4_k or nf4 (required)", 0, 0},
     {"output", 'o', LLM_OPT_STR, &out_path, "OUT", "the quantized model to write (required)", 0, 0},
     {"keep", 0, LLM_OPT_LIST, &keep, "PATTERN", "leave tensors whose names match (fnmatch) as they are; repeatable", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
@@ -20,7 +20,7 @@ static const llm_opt options[] = {
 
 static const llm_cmd cmd = {
     .name = "llm-quantize",
-    .summary = "quantize a model's matrices to q8_0, q4_0 or q4_k blocks",
+    .summary = "quantize a model's matrices to q8_0, q4_0, q4_k or nf4 blocks",
     .synopsis = "-q TYPE MODEL -o OUT [--keep PATTERN]...",
     .opts = options,
     .footer = "Prints one JSON line per tensor (name, type, rmse, max_abs, bytes before and after) and a\n"
@@ -68,11 +68,11 @@ int main(int argc, char **argv)
     llm_cli_init(argv[0]);
     char **args;
     int nargs = llm_cli_parse(&cmd, argc, argv, &args);
-    if (!type) llm_usage_error("-q TYPE is required (q8_0, q4_0 or q4_k)");
+    if (!type) llm_usage_error("-q TYPE is required (q8_0, q4_0, q4_k or nf4)");
     if (!out_path) llm_usage_error("-o OUT is required");
     if (nargs != 1) llm_usage_error("give one MODEL");
-    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k"))
-        llm_usage_error("-q must be q8_0, q4_0 or q4_k, not '%s'", type);
+    if (strcmp(type, "q8_0") && strcmp(type, "q4_0") && strcmp(type, "q4_k") && strcmp(type, "nf4"))
+        llm_usage_error("-q must be q8_0, q4_0, q4_k or nf4, not '%s'", type);
     totals t = {0};
     llm_err err;
     if (llm_quantize_file(args[0], out_path, type, keep.items, (size_t)keep.count, report, &t, &err)) llm_die_err(&err);

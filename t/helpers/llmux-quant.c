@@ -4,8 +4,9 @@
  *   llmux-quant TYPE IN.f32 OUT.bin       quantize (llmk_quantize_ref)
  *   llmux-quant -d TYPE IN.bin OUT.f32    dequantize (llmk_dequantize)
  *
- * TYPE is q8_0, q4_0 or q4_k. .f32 files are raw little-endian float32;
- * .bin files are the blocks back to back, as in a GGUF tensor. A count of
+ * TYPE is q8_0, q4_0, q4_k or nf4. .f32 files are raw little-endian float32;
+ * .bin files are the blocks back to back, as in a GGUF tensor (nf4: the
+ * whole tensor, its tail of scales included, llm-tensors(5)). A count of
  * floats (or bytes) that is not a whole number of blocks is an error. */
 #include "cli.h"
 #include "llmk.h"
@@ -47,13 +48,16 @@ int main(int argc, char **argv)
     const char *name = argv[1 + dequant], *in = argv[2 + dequant], *out = argv[3 + dequant];
     int t = 0;
     while (t < LLMK_QTYPE_COUNT && strcmp(llmk_qtype_traits((llmk_qtype)t)->name, name)) t++;
-    if (t == LLMK_QTYPE_COUNT) llm_usage_error("unknown type '%s' (q8_0, q4_0, q4_k)", name);
+    if (t == LLMK_QTYPE_COUNT) llm_usage_error("unknown type '%s' (q8_0, q4_0, q4_k, nf4)", name);
     const llmk_qtraits *q = llmk_qtype_traits((llmk_qtype)t);
     size_t n;
     void *data = read_all(in, &n);
     if (dequant) {
-        if (n % q->block_bytes) llm_die("%s: %zu bytes is not a whole number of %s blocks", in, n, q->name);
+        /* the weights whose tensor takes n bytes (nf4's tail makes it less than n / block bytes blocks) */
         size_t elems = n / q->block_bytes * q->block_elems;
+        while (elems && llmk_qbytes((llmk_qtype)t, elems) > n) elems -= q->block_elems;
+        if (llmk_qbytes((llmk_qtype)t, elems) != n)
+            llm_die("%s: %zu bytes is not a whole number of %s blocks", in, n, q->name);
         float *f = malloc(elems * sizeof(float) + 1);
         if (!f) llm_die("out of memory");
         llmk_dequantize((llmk_qtype)t, f, data, elems);
@@ -62,7 +66,7 @@ int main(int argc, char **argv)
     } else {
         if (n % (4 * q->block_elems))
             llm_die("%s: %zu bytes is not a whole number of %s blocks of floats", in, n, q->name);
-        size_t elems = n / 4, bytes = llmk_qrow_bytes((llmk_qtype)t, elems);
+        size_t elems = n / 4, bytes = llmk_qbytes((llmk_qtype)t, elems);
         float *f = malloc(n + 1);   /* an aligned copy of the floats */
         void *b = malloc(bytes + 1);
         if (!f || !b) llm_die("out of memory");

@@ -55,10 +55,10 @@ TEST(traits)
     CHECK_EQ_U64(llmk_qtype_traits(LLMK_Q4_K)->block_elems, 256);
     CHECK_EQ_U64(llmk_qtype_traits(LLMK_Q4_K)->block_bytes, 144);
     CHECK(llmk_qtype_traits(LLMK_QTYPE_COUNT) == NULL);
-    CHECK_EQ_U64(llmk_qrow_bytes(LLMK_Q8_0, 4096), 128 * 34);
-    CHECK_EQ_U64(llmk_qrow_bytes(LLMK_Q4_0, 4096), 128 * 18);
-    CHECK_EQ_U64(llmk_qrow_bytes(LLMK_Q4_K, 4096), 16 * 144);
-    CHECK_EQ_U64(llmk_qrow_bytes(LLMK_Q4_K, 0), 0);
+    CHECK_EQ_U64(llmk_qbytes(LLMK_Q8_0, 4096), 128 * 34);
+    CHECK_EQ_U64(llmk_qbytes(LLMK_Q4_0, 4096), 128 * 18);
+    CHECK_EQ_U64(llmk_qbytes(LLMK_Q4_K, 4096), 16 * 144);
+    CHECK_EQ_U64(llmk_qbytes(LLMK_Q4_K, 0), 0);
 }
 
 /* blocks written by hand decode to the values llm-tensors(5) gives, on
@@ -240,7 +240,7 @@ static void random_blocks(llmk_qtype t, uint8_t *w, size_t n, int real, float *s
         return;
     }
     const llmk_qtraits *q = llmk_qtype_traits(t);
-    size_t bytes = llmk_qrow_bytes(t, n);
+    size_t bytes = llmk_qbytes(t, n);
     for (size_t i = 0; i < bytes; i++) w[i] = (uint8_t)unit_rand();
     for (size_t b = 0; b < n / q->block_elems; b++) {
         uint8_t *blk = w + b * q->block_bytes;
@@ -261,7 +261,7 @@ TEST(dequantize_fast_matches_ref)
         size_t n = (unit_rand() % (N / be + 1)) * be, off = rep & 1;
         random_blocks(t, w + off, n, rep % 4 == 3, scratch);
         if (rep % 5 == 0) {   /* any bytes at all: f16 infinities, NaNs and subnormals in d */
-            for (size_t i = 0; i < llmk_qrow_bytes(t, n); i++) w[off + i] = (uint8_t)unit_rand();
+            for (size_t i = 0; i < llmk_qbytes(t, n); i++) w[off + i] = (uint8_t)unit_rand();
         }
         memset(a, 0, sizeof a);
         memset(b, 0, sizeof b);
@@ -292,10 +292,23 @@ static void x_as_seen_q8_0(double *xq, const float *x, size_t n)
  * nb terms is within (nb + 1) u sum|term| of the exact sum (u = 2^-24,
  * first order), so they differ by at most 2 (nb + 1) u sum|term|, and
  * sum|term| <= sum_i |w_i| |xq_i| (w dequantized, xq as the dots see x).
- * q4_k keeps the ref's float steps, so there fast == ref bit for bit. */
+ * q4_k keeps the ref's float steps, so there fast == ref bit for bit.
+ *
+ * From LLMK_QLINEAR_GEMM_ROWS rows on, the fast path is another product: the
+ * fp32 GEMM of x itself and the weights dequantized (bit for bit the ref's
+ * dequantization), so the bound above, which rests on both paths seeing the
+ * same quantized x, does not apply. Checked instead, per output:
+ *  - against the exact sum_k w_k x_k (double): each product is exact inside
+ *    a fused multiply-add and a term passes through at most kc roundings in
+ *    its K block plus one per later K block, fewer than 2 ic in all, so the
+ *    error is within 2 ic u sum_k |w_k x_k| (first order);
+ *  - against the ref, through the exact sum: that bound plus the ref's own
+ *    distance from it, x's quantization sum_k |w_k| e_k (e_k as in
+ *    qlinear_ref_vs_float, which tests that bound) and 1e-5 sum_k |w_k x_k|.
+ * (The scalar path has no GEMM path: there llmk_qlinear is the ref.) */
 static int qlinear_compare(llmk_qtype t, size_t rows, size_t ic, size_t oc, int real, const char *what)
 {
-    size_t rb = llmk_qrow_bytes(t, ic), be = llmk_qtype_traits(t)->block_elems, nb = ic / be;
+    size_t rb = llmk_qbytes(t, ic), be = llmk_qtype_traits(t)->block_elems, nb = ic / be;
     uint8_t *w = malloc(rb * oc + 1);
     float *x = malloc(rows * ic * sizeof(float)), *wd = malloc(oc * ic * sizeof(float));
     float *r = malloc(rows * oc * sizeof(float)), *f = malloc(rows * oc * sizeof(float));
@@ -308,6 +321,27 @@ static int qlinear_compare(llmk_qtype t, size_t rows, size_t ic, size_t oc, int 
     for (size_t i = 0; i < rows * oc; i++) f[i] = NAN;
     llmk_qlinear(t, f, x, w, rows, ic, oc);
     for (size_t i = 0; i < rows; i++) {
+        if (rows >= LLMK_QLINEAR_GEMM_ROWS && strcmp(llmk_cpu_path(), "scalar")) {
+            const float *xr = x + i * ic;
+            for (size_t b = 0; b < nb; b++) {   /* xq[k]: x's quantization error bound e_k */
+                double amax = 0;
+                for (size_t k = b * be; k < (b + 1) * be; k++) amax = fmax(amax, fabs(xr[k]));
+                for (size_t k = b * be; k < (b + 1) * be; k++) xq[k] = (t == LLMK_Q4_K ? 0.51 : 0.57) * amax / 127;
+            }
+            for (size_t o = 0; o < oc; o++) {
+                double exact = 0, abs_sum = 0, xerr = 0, got = f[i * oc + o], ref = r[i * oc + o];
+                for (size_t k = 0; k < ic; k++) {
+                    double wk = wd[o * ic + k];
+                    exact += wk * xr[k];
+                    abs_sum += fabs(wk * xr[k]);
+                    xerr += fabs(wk) * xq[k];
+                }
+                double tol = 2.0 * (double)ic * ldexp(1, -24) * abs_sum + 1e-30;
+                bad += !(fabs(got - exact) <= tol);
+                bad += !(fabs(got - ref) <= tol + xerr + 1e-5 * abs_sum);
+            }
+            continue;
+        }
         if (t != LLMK_Q4_K) x_as_seen_q8_0(xq, x + i * ic, ic);
         for (size_t o = 0; o < oc; o++) {
             float a = r[i * oc + o], b = f[i * oc + o];
@@ -343,6 +377,19 @@ static int qlinear_all_shapes(const char *what)
     bad += qlinear_compare(LLMK_Q8_0, 3, 32 * 45, 37, 1, what);
     bad += qlinear_compare(LLMK_Q4_0, 3, 32 * 45, 37, 0, what);
     bad += qlinear_compare(LLMK_Q4_K, 3, 256 * 9, 37, 1, what);
+    /* on either side of the prefill threshold: the int8 dots' most rows; the
+     * GEMM with whole and partial 12-row tiles, partial and several 32-column
+     * panels (two threads' worth), one K block and several (q4_k's 9 blocks of
+     * 256 in K blocks rounded up to 512: 4 x 512 + 256) */
+    const size_t R = LLMK_QLINEAR_GEMM_ROWS;
+    for (int ti = 0; ti < 3; ti++) {
+        llmk_qtype t = TYPES[ti];
+        size_t ic = t == LLMK_Q4_K ? 256 * 9 : 32 * 45;
+        bad += qlinear_compare(t, R - 1, ic, 37, ti & 1, what);
+        bad += qlinear_compare(t, R, 256, 37, 1, what);
+        bad += qlinear_compare(t, R + 7, ic, 300, (ti & 1) ^ 1, what);
+        bad += qlinear_compare(t, 3 * R + 1, 768, 100, 1, what);
+    }
     return bad;
 }
 
@@ -382,7 +429,7 @@ TEST(qlinear_ref_vs_float)
         size_t ic = t == LLMK_Q4_K ? 256 * (size_t)(1 + rep % 4) : 32 * (1 + (size_t)(unit_rand() % 40));
         size_t oc = 7, rows = 2;
         size_t be = llmk_qtype_traits(t)->block_elems, nb = ic / be;
-        uint8_t *w = malloc(llmk_qrow_bytes(t, ic) * oc);
+        uint8_t *w = malloc(llmk_qbytes(t, ic) * oc);
         float *x = malloc(rows * ic * sizeof(float)), *wd = malloc(oc * ic * sizeof(float)), out[14];
         double *xq = malloc(ic * sizeof(double));
         random_blocks(t, w, ic * oc, 1, wd);
@@ -423,7 +470,7 @@ TEST(qlinear_edges)
 {
     for (int ti = 0; ti < 3; ti++) {
         llmk_qtype t = TYPES[ti];
-        size_t ic = 512, oc = 5, rb = llmk_qrow_bytes(t, ic);
+        size_t ic = 512, oc = 5, rb = llmk_qbytes(t, ic);
         uint8_t *w = malloc(rb * oc);
         float x[2 * 512] = {0}, out[10], *wf = malloc(ic * oc * sizeof(float));
         random_blocks(t, w, ic * oc, 1, wf);
