@@ -33,3 +33,21 @@ for t in f32 q8_0 q4_0; do
         ($bw * 1e9 / $bytes) as $bound
         | "decode \($t): \(.tokens_per_s * 100 | round / 100) tokens/s; bound \($bound * 100 | round / 100) tokens/s (\($bytes / 1e9 * 100 | round / 100) GB per token): \(.tokens_per_s / $bound * 100 | round / 100) of it (target 0.7); prefill \($pf[0].prompt_tokens) tokens: \($pf[0].prompt_tokens / $pf[0].prompt_seconds * 10 | round / 10) tokens/s"' "$dir/$t.jsonl"
 done
+# Aggregate decoding: B prompts run as one batch (each 32 tokens after a
+# four-token prompt), total generated tokens over the run's seconds, against
+# batch 1 of the same format in the same run. (F32 decodes in groups of 4
+# sequences, so that a sequence's result does not depend on its batch:
+# lib/infer.c; quantized formats in groups of up to 31.)
+echo "# aggregate decode tokens/s, $PRESET shape: batch 1, 4, 16 (each sequence 32 tokens, --ignore-eos)"
+for t in f32 q8_0 q4_0; do
+    line="aggregate $t:"
+    base=
+    for b in 1 4 16; do
+        for i in $(seq 1 "$b"); do echo "In the beginning"; done |
+            bin/llm-infer "$dir/$t.safetensors" -n 32 --temp 0 --ignore-eos --batch "$b" --stats 2> "$dir/stats.json" > /dev/null
+        tps=$(jq .tokens_per_s "$dir/stats.json")
+        base=${base:-$tps}
+        line="$line batch $b $(jq -n "$tps * 100 | round / 100") tokens/s ($(jq -n "$tps / $base * 100 | round / 100")x);"
+    done
+    echo "$line"
+done

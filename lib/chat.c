@@ -347,3 +347,33 @@ int llm_chat_render(llm_chat_format f, const json_t *record, llm_chat_segments *
     }
     return 0;
 }
+
+int llm_chat_generation_prompt(llm_chat_format f, llm_chat_segments *out, llm_err *err)
+{
+    render r = { .out = out, .start = out->count };
+    switch (f) {
+    case LLM_CHAT_CHATML:
+        special(&r, "<|im_start|>", 0);
+        plains(&r, "assistant\n", 0);
+        break;
+    case LLM_CHAT_LLAMA3:
+        special(&r, "<|start_header_id|>", 0);
+        plains(&r, "assistant", 0);
+        special(&r, "<|end_header_id|>", 0);
+        plains(&r, "\n\n", 0);
+        break;
+    case LLM_CHAT_LLAMA2:   /* the user turn's " [/INST]" is the cue */
+    case LLM_CHAT_NONE:
+        break;
+    }
+    if (r.oom) {
+        while (out->count > r.start) free(out->seg[--out->count].text);
+        return llm_errf(err, "out of memory");
+    }
+    return 0;
+}
+
+const char *llm_chat_end_token(llm_chat_format f)
+{
+    return f == LLM_CHAT_CHATML ? "<|im_end|>" : f == LLM_CHAT_LLAMA3 ? "<|eot_id|>" : f == LLM_CHAT_LLAMA2 ? "</s>" : NULL;
+}

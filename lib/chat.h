@@ -108,6 +108,16 @@ typedef struct {
  * call. Out of memory is reported as an error. */
 int llm_chat_render(llm_chat_format f, const json_t *record, llm_chat_segments *out, llm_err *err);
 
+/* For generation: appends what the template puts before an assistant's
+ * answer after the last message (transformers' add_generation_prompt):
+ * chatml "<|im_start|>assistant\n", llama3 "<|start_header_id|>assistant
+ * <|end_header_id|>\n\n"; llama2 and none add nothing (a rendered user
+ * turn already ends with " [/INST]"). */
+int llm_chat_generation_prompt(llm_chat_format f, llm_chat_segments *out, llm_err *err);
+/* The special token an assistant's answer ends with: "<|im_end|>",
+ * "<|eot_id|>", "</s>"; NULL for none. */
+const char *llm_chat_end_token(llm_chat_format f);
+
 /* Frees the segments' texts and sets count to 0, keeping the array. */
 void llm_chat_segments_reset(llm_chat_segments *s);
 /* Frees everything; s is then empty and reusable. */

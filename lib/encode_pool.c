@@ -1,4 +1,5 @@
 #include "encode_pool.h"
+#include "chat_encode.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -100,15 +101,7 @@ static int encode_record(const llm_encpool *p, llm_tok_scratch *s, llm_chat_segm
         const llm_chat_segment *g = &segs->seg[i];
         size_t before = b->ids.n;
         *bytes += g->len;
-        if (g->eos || g->special) {
-            uint32_t id;
-            if (g->eos && llm_tok_eos(p->tok, &id)) return llm_errf(err, "the tokenizer has no end-of-sequence token");
-            if (g->special && llm_tok_special(p->tok, g->text, &id))
-                return llm_errf(err, "the chat template's token '%s' is not in the tokenizer", g->text);
-            if (llm_ids_push(&b->ids, id)) return llm_errf(err, "out of memory");
-        } else if (g->len && llm_tok_encode(p->tok, s, g->text, g->len, after_text ? LLM_TOK_CONTINUE : 0, &b->ids, err)) {
-            return -1;
-        }
+        if (llm_chat_encode_segment(p->tok, s, g, after_text, &b->ids, err)) return -1;
         after_text = !g->eos && !g->special && g->len;
         if (mask_reserve(b, b->ids.n)) return llm_errf(err, "out of memory");
         memset(b->mask + before, g->trained ? 1 : 0, b->ids.n - before);

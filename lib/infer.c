@@ -1,9 +1,10 @@
-/* The forward pass for generation, over a KV cache: see infer.h. Shapes:
- * n new rows; C = dim; QD = n_heads * head_dim; KVD = n_kv_heads * head_dim;
- * F = ffn_dim. */
+/* The forward pass for generation, over KV caches: see infer.h. Shapes:
+ * N new rows (of all sequences in a pass); C = dim; QD = n_heads * head_dim;
+ * KVD = n_kv_heads * head_dim; F = ffn_dim. */
 #include "infer.h"
 #include "llmk.h"
 #include "safetensors.h"
+#include "sysmem.h"
 
 #include <math.h>
 #include <stdio.h>
@@ -22,25 +23,37 @@ typedef struct {
     matrix q, k, v, o, gate, up, down;
 } layer;
 
+struct llm_infer_seq {
+    const llm_infer *m;
+    float *kv;               /* (L, ctx, 2, KVD): keys then values of each layer */
+    size_t pos;
+};
+
 struct llm_infer {
     llm_config c;
     llm_st_file *st;
-    float *fp;               /* the float tensors, converted */
+    float *fp;               /* the converted float tensors (layout offsets), or NULL */
     const float *tok_emb, *pos_emb, *norm_w, *norm_b;
     matrix output;
     layer *layers;
     uint64_t weight_bytes;
-    float *kv;               /* (L, ctx, 2, KVD): keys then values of each layer */
-    size_t pos;
-    /* scratch for up to ctx rows */
-    float *x, *h, *mean, *rstd, *q, *att, *proj, *f1, *f2;
+    llm_infer_seq *own;      /* llm_infer_step's sequence */
+    /* scratch for up to cap rows */
+    size_t cap;
+    float *x, *h, *mean, *rstd, *q, *k, *v, *att, *proj, *f1, *f2;
 };
 
 const llm_config *llm_infer_config(const llm_infer *m) { return &m->c; }
 const char *llm_infer_meta(const llm_infer *m, const char *key) { return llm_st_meta(m->st, key); }
 uint64_t llm_infer_weight_bytes(const llm_infer *m) { return m->weight_bytes; }
-void llm_infer_reset(llm_infer *m) { m->pos = 0; }
-size_t llm_infer_pos(const llm_infer *m) { return m->pos; }
+void llm_infer_reset(llm_infer *m) { m->own->pos = 0; }
+size_t llm_infer_pos(const llm_infer *m) { return m->own->pos; }
+
+static size_t kv_dim(const llm_config *c) { return c->n_kv_heads * (c->dim / c->n_heads); }
+uint64_t llm_infer_seq_bytes(const llm_infer *m)
+{
+    return (uint64_t)m->c.n_layers * m->c.ctx_len * 2 * kv_dim(&m->c) * sizeof(float);
+}
 
 /* Binds the tensor named `name` of the layout entry p: a matrix may be
  * quantized; everything else is converted to floats at fp + p->offset. */
@@ -59,14 +72,17 @@ static int bind(llm_infer *m, const char *path, const llm_param *p, matrix *mat,
     }
     int shape_ok = t->ndim == p->ndim && t->shape[0] == p->shape[0] && (p->ndim == 1 || t->shape[1] == p->shape[1]);
     if (!shape_ok) return llm_errf(err, "%s: tensor '%s' does not have the shape the config says", path, p->name);
-    float *dst = m->fp + p->offset;
-    if (t->dtype == LLM_F32) memcpy(dst, t->data, p->size * 4);
-    else if (t->dtype == LLM_F16 || t->dtype == LLM_BF16) {
+    const float *dst = m->fp + p->offset;
+    if (t->dtype == LLM_F32 && !((uintptr_t)t->data & 3)) {
+        dst = t->data;   /* read where it lies */
+    } else if (t->dtype == LLM_F32) {
+        memcpy(m->fp + p->offset, t->data, p->size * 4);
+    } else if (t->dtype == LLM_F16 || t->dtype == LLM_BF16) {
         uint16_t *tmp = malloc(p->size * 2 + 1);
         if (!tmp) return llm_errf(err, "out of memory");
         memcpy(tmp, t->data, p->size * 2);
-        if (t->dtype == LLM_F16) llmk_f16_to_f32(dst, tmp, p->size);
-        else llmk_bf16_to_f32(dst, tmp, p->size);
+        if (t->dtype == LLM_F16) llmk_f16_to_f32(m->fp + p->offset, tmp, p->size);
+        else llmk_bf16_to_f32(m->fp + p->offset, tmp, p->size);
         free(tmp);
     } else {
         return llm_errf(err, "%s: tensor '%s' is %s, not a float type", path, p->name, llm_dtype_name(t->dtype));
@@ -78,6 +94,55 @@ static int bind(llm_infer *m, const char *path, const llm_param *p, matrix *mat,
 }
 
 static void *alloc_floats(size_t n) { return aligned_alloc(64, (n * sizeof(float) + 63) / 64 * 64 + 64); }
+
+/* Scratch for `rows` rows of every activation (grows, never shrinks). */
+static int reserve_rows(llm_infer *m, size_t rows)
+{
+    if (rows <= m->cap) return 0;
+    const llm_config *c = &m->c;
+    size_t C = c->dim, QD = c->n_heads * (C / c->n_heads), KVD = kv_dim(c), F = c->ffn_dim;
+    float **bufs[] = {&m->x, &m->h, &m->mean, &m->rstd, &m->q, &m->k, &m->v, &m->att, &m->proj, &m->f1, &m->f2};
+    size_t widths[] = {C, C, 1, 1, QD, KVD, KVD, QD, C, F, F};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) {
+        free(*bufs[i]);
+        if (!(*bufs[i] = alloc_floats(rows * widths[i]))) { m->cap = 0; return -1; }
+    }
+    m->cap = rows;
+    return 0;
+}
+
+static uint64_t scratch_bytes(const llm_config *c, size_t rows)
+{
+    size_t C = c->dim, QD = c->n_heads * (C / c->n_heads);
+    return (uint64_t)rows * (3 * C + 2 + 2 * QD + 2 * kv_dim(c) + 2 * c->ffn_dim) * sizeof(float);
+}
+
+/* Whether a tensor must be converted to floats in memory (not read in place). */
+static int converted(const llm_st_tensor *t)
+{
+    return t && !t->quant && (t->dtype != LLM_F32 || ((uintptr_t)t->data & 3));
+}
+
+/* Fails when the model cannot fit: the file's bytes (read in through the
+ * mapping), the converted tensors, one KV cache and the prefill scratch. */
+static int check_memory(const llm_infer *m, const char *path, const llm_param *params, size_t n, size_t total,
+                        int convert, llm_err *err)
+{
+    uint64_t file = 0;
+    for (size_t i = 0; i < n; i++) {
+        const llm_st_tensor *t = llm_st_find(m->st, params[i].name);
+        if (t) file += t->end - t->begin;
+    }
+    uint64_t weights = file + (convert ? (uint64_t)total * sizeof(float) : 0), kv = llm_infer_seq_bytes(m),
+             acts = scratch_bytes(&m->c, m->c.ctx_len), need = weights + kv + acts;
+    const char *what;
+    uint64_t avail = llm_mem_available(&what);
+    if (need > avail)
+        return llm_errf(err, "%s: the model needs %.2f GB (weights %.2f, KV cache %.2f for a context of %zu, "
+                             "activations %.2f) but %s leaves %.2f GB: quantize it (llm-quantize) or free memory",
+                        path, need / 1e9, weights / 1e9, kv / 1e9, m->c.ctx_len, acts / 1e9, what, avail / 1e9);
+    return 0;
+}
 
 int llm_infer_open(llm_infer **out, const char *path, llm_err *err)
 {
@@ -92,26 +157,13 @@ int llm_infer_open(llm_infer **out, const char *path, llm_err *err)
     size_t n = 0, total = 0;
     llm_param *params = rc ? NULL : llm_params_layout(&m->c, &n, &total);
     const llm_config *c = &m->c;
-    size_t C = c->dim, D = c->dim / (c->n_heads ? c->n_heads : 1), QD = c->n_heads * D, KVD = c->n_kv_heads * D;
-    size_t F = c->ffn_dim, ctx = c->ctx_len;
-    if (!rc && (!params || !(m->fp = alloc_floats(total)) || !(m->layers = calloc(c->n_layers, sizeof *m->layers))))
+    if (!rc && !params) rc = llm_errf(err, "out of memory for the model");
+    int convert = 0;
+    for (size_t i = 0; !rc && i < n; i++) convert |= converted(llm_st_find(m->st, params[i].name));
+    if (!rc) rc = check_memory(m, path, params, n, total, convert, err);
+    if (!rc && ((convert && !(m->fp = alloc_floats(total))) || !(m->layers = calloc(c->n_layers, sizeof *m->layers))))
         rc = llm_errf(err, "out of memory for the model");
-    double kv_bytes = rc ? 0 : (double)c->n_layers * ctx * 2 * KVD * 4;
-    if (!rc && !(m->kv = alloc_floats(c->n_layers * ctx * 2 * KVD)))
-        rc = llm_errf(err, "%s: out of memory for the KV cache (%.2f GB for a context of %zu)", path, kv_bytes / 1e9, ctx);
-    if (!rc) {
-        m->x = alloc_floats(ctx * C);
-        m->h = alloc_floats(ctx * C);
-        m->mean = alloc_floats(ctx);
-        m->rstd = alloc_floats(ctx);
-        m->q = alloc_floats(ctx * QD);
-        m->att = alloc_floats(ctx * QD);
-        m->proj = alloc_floats(ctx * C);
-        m->f1 = alloc_floats(ctx * F);
-        m->f2 = alloc_floats(ctx * F);
-        if (!m->x || !m->h || !m->mean || !m->rstd || !m->q || !m->att || !m->proj || !m->f1 || !m->f2)
-            rc = llm_errf(err, "out of memory for the activations");
-    }
+    if (!rc && !(m->own = llm_infer_seq_new(m, err))) rc = llm_err_prefix(err, "%s", path);
     for (size_t i = 0; !rc && i < n; i++) {
         const llm_param *p = &params[i];
         const char *name = p->name;
@@ -145,7 +197,7 @@ int llm_infer_open(llm_infer **out, const char *path, llm_err *err)
     }
     if (!rc && c->tied_embeddings) {
         m->output.f = m->tok_emb;
-        m->weight_bytes += (uint64_t)c->vocab_size * C * 4;
+        m->weight_bytes += (uint64_t)c->vocab_size * c->dim * 4;
     }
     free(params);
     if (rc) { llm_infer_close(m); return -1; }
@@ -156,26 +208,66 @@ int llm_infer_open(llm_infer **out, const char *path, llm_err *err)
 void llm_infer_close(llm_infer *m)
 {
     if (!m) return;
+    llm_infer_seq_free(m->own);
     llm_st_close(m->st);
     free(m->fp);
     free(m->layers);
-    free(m->kv);
-    free(m->x);
-    free(m->h);
-    free(m->mean);
-    free(m->rstd);
-    free(m->q);
-    free(m->att);
-    free(m->proj);
-    free(m->f1);
-    free(m->f2);
+    float *bufs[] = {m->x, m->h, m->mean, m->rstd, m->q, m->k, m->v, m->att, m->proj, m->f1, m->f2};
+    for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) free(bufs[i]);
     free(m);
 }
 
-/* out (n, oc) = x (n, ic) @ W^T + bias */
-static void linear(float *out, const float *x, const matrix *w, const float *bias, size_t n, size_t ic, size_t oc)
+llm_infer_seq *llm_infer_seq_new(llm_infer *m, llm_err *err)
 {
-    if (w->q) {
+    llm_infer_seq *s = calloc(1, sizeof *s);
+    if (s) s->kv = alloc_floats(llm_infer_seq_bytes(m) / sizeof(float));
+    if (!s || !s->kv) {
+        free(s);
+        llm_errf(err, "out of memory for a KV cache (%.2f GB for a context of %zu)", llm_infer_seq_bytes(m) / 1e9,
+                 m->c.ctx_len);
+        return NULL;
+    }
+    s->m = m;
+    return s;
+}
+
+void llm_infer_seq_free(llm_infer_seq *s)
+{
+    if (!s) return;
+    free(s->kv);
+    free(s);
+}
+
+void llm_infer_seq_copy(llm_infer_seq *dst, const llm_infer_seq *src)
+{
+    const llm_config *c = &src->m->c;
+    size_t ctx = c->ctx_len, KVD = kv_dim(c);
+    for (size_t l = 0; l < c->n_layers; l++)
+        for (size_t kv = 0; kv < 2; kv++) {
+            size_t at = (l * 2 + kv) * ctx * KVD;
+            memcpy(dst->kv + at, src->kv + at, src->pos * KVD * sizeof(float));
+        }
+    dst->pos = src->pos;
+}
+
+void llm_infer_seq_truncate(llm_infer_seq *s, size_t pos)
+{
+    if (pos < s->pos) s->pos = pos;
+}
+
+size_t llm_infer_seq_pos(const llm_infer_seq *s) { return s->pos; }
+
+/* out (n, oc) = x (n, ic) @ W^T + bias. A decoding pass (one row per
+ * sequence) runs float weights in groups of LLMK_GEMM_SMALL_M rows, so that
+ * a row's result does not depend on how many sequences are decoding. */
+static void linear(float *out, const float *x, const matrix *w, const float *bias, size_t n, size_t ic, size_t oc,
+                   int decoding)
+{
+    if (!w->q && decoding && n > LLMK_GEMM_SMALL_M) {
+        for (size_t r = 0; r < n; r += LLMK_GEMM_SMALL_M)
+            llmk_linear_forward(out + r * oc, x + r * ic, w->f, bias, n - r < LLMK_GEMM_SMALL_M ? n - r : LLMK_GEMM_SMALL_M,
+                                ic, oc);
+    } else if (w->q) {
         llmk_qlinear(w->qt, out, x, w->q, n, ic, oc);
         if (bias)
             for (size_t r = 0; r < n; r++)
@@ -185,53 +277,105 @@ static void linear(float *out, const float *x, const matrix *w, const float *bia
     }
 }
 
-int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits, int all_logits, llm_err *err)
+/* One pass: the N = sum of counts rows of nseq sequences through every
+ * layer; logits of each sequence's last row, or of all rows. */
+static void forward(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *tokens, const size_t *counts, size_t nseq,
+                    float *logits, int all_logits)
 {
     const llm_config *c = &m->c;
     size_t C = c->dim, H = c->n_heads, KVH = c->n_kv_heads, D = C / H, QD = H * D, KVD = KVH * D, F = c->ffn_dim;
-    size_t V = c->vocab_size, ctx = c->ctx_len, pos0 = m->pos;
-    int llama = c->arch == LLM_ARCH_LLAMA;
-    if (n == 0) return llm_errf(err, "no tokens to run");
-    if (pos0 + n > ctx)
-        return llm_errf(err, "%zu tokens at position %zu do not fit the context of %zu tokens", n, pos0, ctx);
-    for (size_t i = 0; i < n; i++) {
-        if (tokens[i] >= V) return llm_errf(err, "token %u is outside the vocabulary of %zu", tokens[i], V);
-        memcpy(m->x + i * C, m->tok_emb + (size_t)tokens[i] * C, C * sizeof(float));
-        if (!llama)
-            for (size_t j = 0; j < C; j++) m->x[i * C + j] += m->pos_emb[(pos0 + i) * C + j];
-    }
+    size_t V = c->vocab_size, ctx = c->ctx_len, N = 0;
+    int llama = c->arch == LLM_ARCH_LLAMA, dec = 1;
+    for (size_t s = 0; s < nseq; s++) dec &= counts[s] == 1;
+    for (size_t s = 0; s < nseq; s++)
+        for (size_t i = 0; i < counts[s]; i++, N++) {
+            memcpy(m->x + N * C, m->tok_emb + (size_t)tokens[N] * C, C * sizeof(float));
+            if (!llama)
+                for (size_t j = 0; j < C; j++) m->x[N * C + j] += m->pos_emb[(seqs[s]->pos + i) * C + j];
+        }
     for (size_t l = 0; l < c->n_layers; l++) {
         const layer *L = &m->layers[l];
-        float *kc = m->kv + l * ctx * 2 * KVD, *vc = kc + ctx * KVD;
-        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->attn_norm_w, L->attn_norm_b, n);
-        linear(m->q, m->h, &L->q, L->q_b, n, C, QD);
-        linear(kc + pos0 * KVD, m->h, &L->k, L->k_b, n, C, KVD);
-        linear(vc + pos0 * KVD, m->h, &L->v, L->v_b, n, C, KVD);
-        if (llama) {
-            llmk_rope_at(m->q, n, pos0, H, D, QD, c->rope_theta);
-            llmk_rope_at(kc + pos0 * KVD, n, pos0, KVH, D, KVD, c->rope_theta);
+        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->attn_norm_w, L->attn_norm_b, N);
+        linear(m->q, m->h, &L->q, L->q_b, N, C, QD, dec);
+        linear(m->k, m->h, &L->k, L->k_b, N, C, KVD, dec);
+        linear(m->v, m->h, &L->v, L->v_b, N, C, KVD, dec);
+        for (size_t s = 0, r = 0; s < nseq; r += counts[s++]) {
+            size_t n = counts[s], pos0 = seqs[s]->pos;
+            float *kc = seqs[s]->kv + l * ctx * 2 * KVD, *vc = kc + ctx * KVD;
+            memcpy(kc + pos0 * KVD, m->k + r * KVD, n * KVD * sizeof(float));
+            memcpy(vc + pos0 * KVD, m->v + r * KVD, n * KVD * sizeof(float));
+            if (llama) {
+                llmk_rope_at(m->q + r * QD, n, pos0, H, D, QD, c->rope_theta);
+                llmk_rope_at(kc + pos0 * KVD, n, pos0, KVH, D, KVD, c->rope_theta);
+            }
+            llmk_attention_cached(m->att + r * QD, m->q + r * QD, QD, kc, vc, KVD, n, pos0, H, KVH, D);
         }
-        llmk_attention_cached(m->att, m->q, QD, kc, vc, KVD, n, pos0, H, KVH, D);
-        linear(m->proj, m->att, &L->o, L->o_b, n, QD, C);
-        for (size_t i = 0; i < n * C; i++) m->x[i] += m->proj[i];
-        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->ffn_norm_w, L->ffn_norm_b, n);
+        linear(m->proj, m->att, &L->o, L->o_b, N, QD, C, dec);
+        for (size_t i = 0; i < N * C; i++) m->x[i] += m->proj[i];
+        llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, L->ffn_norm_w, L->ffn_norm_b, N);
         if (llama) {
-            linear(m->f1, m->h, &L->gate, NULL, n, C, F);
-            linear(m->f2, m->h, &L->up, NULL, n, C, F);
-            for (size_t i = 0; i < n * F; i++) {   /* silu(gate) * up */
+            linear(m->f1, m->h, &L->gate, NULL, N, C, F, dec);
+            linear(m->f2, m->h, &L->up, NULL, N, C, F, dec);
+            for (size_t i = 0; i < N * F; i++) {   /* silu(gate) * up */
                 float g = m->f1[i];
                 m->f1[i] = g / (1.0f + expf(-g)) * m->f2[i];
             }
         } else {
-            linear(m->f2, m->h, &L->up, L->up_b, n, C, F);
-            llmk_gelu_forward(m->f1, m->f2, n * F);
+            linear(m->f2, m->h, &L->up, L->up_b, N, C, F, dec);
+            llmk_gelu_forward(m->f1, m->f2, N * F);
         }
-        linear(m->proj, m->f1, &L->down, L->down_b, n, F, C);
-        for (size_t i = 0; i < n * C; i++) m->x[i] += m->proj[i];
+        linear(m->proj, m->f1, &L->down, L->down_b, N, F, C, dec);
+        for (size_t i = 0; i < N * C; i++) m->x[i] += m->proj[i];
     }
-    size_t first = all_logits ? 0 : n - 1, rows = n - first;
-    llm_norm_forward(c, m->h, m->mean, m->rstd, m->x + first * C, m->norm_w, m->norm_b, rows);
-    linear(logits, m->h, &m->output, NULL, rows, C, V);
-    m->pos += n;
+    size_t rows = all_logits ? N : nseq;
+    if (!all_logits)   /* gather each sequence's last row */
+        for (size_t s = 0, r = 0; s < nseq; s++) {
+            r += counts[s];
+            if (s != r - 1) memmove(m->x + s * C, m->x + (r - 1) * C, C * sizeof(float));
+        }
+    llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, m->norm_w, m->norm_b, rows);
+    linear(logits, m->h, &m->output, NULL, rows, C, V, dec);
+    for (size_t s = 0; s < nseq; s++) seqs[s]->pos += counts[s];
+}
+
+int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *tokens, const size_t *counts, size_t nseq,
+                    float *logits, int all_logits, llm_err *err)
+{
+    const llm_config *c = &m->c;
+    size_t V = c->vocab_size, N = 0;
+    if (nseq == 0) return llm_errf(err, "no sequences to run");
+    for (size_t s = 0; s < nseq; s++) {
+        if (counts[s] == 0) return llm_errf(err, "sequence %zu of the batch has no tokens to run", s);
+        if (seqs[s]->m != m) return llm_errf(err, "sequence %zu of the batch belongs to another model", s);
+        if (seqs[s]->pos + counts[s] > c->ctx_len)
+            return llm_errf(err, "%zu tokens at position %zu do not fit the context of %zu tokens", counts[s],
+                            seqs[s]->pos, c->ctx_len);
+        for (size_t t = 0; t < s; t++)
+            if (seqs[t] == seqs[s]) return llm_errf(err, "a sequence appears twice in the batch");
+        for (size_t i = 0; i < counts[s]; i++, N++)
+            if (tokens[N] >= V) return llm_errf(err, "token %u is outside the vocabulary of %zu", tokens[N], V);
+    }
+    /* Passes whose row count does not depend on the other sequences, so
+     * that the kernels' choice of path (llmk_qlinear's GEMM threshold) and
+     * hence the results do not either: a sequence with several tokens
+     * (a prompt) runs alone; single tokens run together, in groups below
+     * the threshold. */
+    size_t first = 0, row = 0, out_row = 0;
+    while (first < nseq) {
+        size_t end = first + 1, rows = counts[first];
+        if (counts[first] == 1)
+            while (end < nseq && counts[end] == 1 && end - first < LLMK_QLINEAR_GEMM_ROWS - 1) end++, rows++;
+        if (reserve_rows(m, rows)) return llm_errf(err, "out of memory for the activations of %zu rows", rows);
+        forward(m, seqs + first, tokens + row, counts + first, end - first, logits + out_row * V, all_logits);
+        row += rows;
+        out_row += all_logits ? rows : end - first;
+        first = end;
+    }
     return 0;
+}
+
+int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits, int all_logits, llm_err *err)
+{
+    if (n == 0) return llm_errf(err, "no tokens to run");
+    return llm_infer_batch(m, &m->own, tokens, &n, 1, logits, all_logits, err);
 }

@@ -1,11 +1,22 @@
-/* infer.h — running a model forward for generation: a KV cache, fp32 or
- * quantized weights (q8_0, q4_0, q4_k; lib/quantize.h), one sequence.
+/* infer.h — running a model forward for generation: KV caches, fp32 or
+ * quantized weights (q8_0, q4_0, q4_k, nf4; lib/quantize.h), one or many
+ * sequences at once.
  *
- * The model file stays mapped: quantized matrices are read where they lie;
- * float tensors (F32, F16, BF16) are converted once into an aligned
- * allocation. The cache holds the keys and values of every position so far
- * (n_layers x ctx_len x 2 x kv_dim floats); llm_infer_step runs n new tokens
- * at the next positions and gives the logits of the last one (or of all). */
+ * The model file stays mapped: quantized matrices and 4-byte-aligned F32
+ * tensors are read where they lie; F16 and BF16 tensors are converted once
+ * into an allocation. A sequence (llm_infer_seq) is a KV cache: the keys and
+ * values of every position so far (n_layers x ctx_len x 2 x kv_dim floats).
+ * llm_infer_batch runs new tokens of several sequences in one pass, so the
+ * weights are read once for all of them (offline batching, beams, n samples);
+ * a sequence's results do not depend on what else is in the batch beyond
+ * float rounding of the matrix products (the quantized kernels quantize each
+ * row of activations on its own, so at batch sizes below the prefill GEMM's
+ * threshold (kernels/llmk.h) they are exactly equal).
+ *
+ * Opening checks memory first: the bytes the weights take (mapped or
+ * converted), one KV cache and the activations, against what the machine can
+ * give (MemAvailable, the cgroup's memory.max, RLIMIT_AS / RLIMIT_DATA);
+ * a model that does not fit fails there, naming the sizes, before any work. */
 #ifndef LLMUX_INFER_H
 #define LLMUX_INFER_H
 
@@ -16,6 +27,7 @@
 #include "model.h"
 
 typedef struct llm_infer llm_infer;
+typedef struct llm_infer_seq llm_infer_seq;
 
 int llm_infer_open(llm_infer **out, const char *path, llm_err *err);
 void llm_infer_close(llm_infer *m);
@@ -24,13 +36,30 @@ const llm_config *llm_infer_config(const llm_infer *m);
 const char *llm_infer_meta(const llm_infer *m, const char *key);
 /* Bytes of weights read per generated token (for bandwidth bounds). */
 uint64_t llm_infer_weight_bytes(const llm_infer *m);
+/* Bytes of one sequence's KV cache. */
+uint64_t llm_infer_seq_bytes(const llm_infer *m);
 
-/* Forgets the sequence: the next step starts at position 0. */
+/* A new sequence (an empty KV cache), or NULL with err set. */
+llm_infer_seq *llm_infer_seq_new(llm_infer *m, llm_err *err);
+void llm_infer_seq_free(llm_infer_seq *s);
+/* dst becomes a copy of src (its positions and cache): a fork. */
+void llm_infer_seq_copy(llm_infer_seq *dst, const llm_infer_seq *src);
+/* Forgets the sequence's tokens from position pos on (pos <= its length):
+ * 0 empties it. */
+void llm_infer_seq_truncate(llm_infer_seq *s, size_t pos);
+size_t llm_infer_seq_pos(const llm_infer_seq *s);
+
+/* Runs counts[i] new tokens (>= 1) of sequence seqs[i] for i < nseq; tokens
+ * are the sequences' tokens one after the other. A sequence may appear once.
+ * logits: (nseq, vocab), each sequence's last token; or with all_logits
+ * (sum of counts, vocab), every token. Fails, changing nothing, when a
+ * sequence would overflow the context or a token is outside the vocabulary. */
+int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *tokens, const size_t *counts, size_t nseq,
+                    float *logits, int all_logits, llm_err *err);
+
+/* The same for the model's own sequence (made at open). */
 void llm_infer_reset(llm_infer *m);
 size_t llm_infer_pos(const llm_infer *m);
-/* Runs tokens (n >= 1; each < vocab) at positions pos .. pos + n - 1.
- * logits: (vocab) for the last token, or (n, vocab) with all_logits. Fails
- * when the context would overflow. */
 int llm_infer_step(llm_infer *m, const uint32_t *tokens, size_t n, float *logits, int all_logits, llm_err *err);
 
 #endif

@@ -1,12 +1,17 @@
-/* llm-infer: generate text from prompts on the CPU. See llm-infer(1); the
- * forward pass over a KV cache is lib/infer.c, sampling lib/sample.c. */
+/* llm-infer: generate text from prompts on the CPU. See llm-infer(1). The
+ * forward pass over KV caches is lib/infer.c, batching and beam search
+ * lib/generate.c, sampling lib/sample.c, chat templates lib/chat.c. */
+#include "chat.h"
+#include "chat_encode.h"
 #include "cli.h"
+#include "generate.h"
 #include "infer.h"
-#include "sample.h"
 #include "strbuf.h"
 #include "tokenizer.h"
 
 #include <errno.h>
+#include <inttypes.h>
+#include <jansson.h>
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,33 +19,51 @@
 #include <time.h>
 #include <unistd.h>
 
-static llm_strlist prompts, stops;
-static int64_t max_tokens = 128, top_k, seed;
-static double temperature = 0.8, top_p = 1.0, min_p;
-static const char *format;
-static int ignore_eos;
+static llm_strlist prompts, stops, stop_tokens, biases;
+static int64_t max_tokens = 128, top_k, seed, samples = 1, beams, top_logprobs, batch = 16;
+static double temperature = 0.8, top_p = 1.0, min_p, repeat_penalty = 1.0, presence, frequency, length_penalty = 1.0;
+static const char *format, *requests_path, *chat_name, *system_text;
+static int ignore_eos, interactive, stats;
 
 static const llm_opt options[] = {
     {"prompt", 'p', LLM_OPT_LIST, &prompts, "PROMPT", "a prompt; repeatable (default: one per line of stdin)", 0, 0},
-    {"max-tokens", 'n', LLM_OPT_INT, &max_tokens, "N", "tokens to generate at most (default 128)", 0, 1 << 24},
+    {"requests", 'r', LLM_OPT_STR, &requests_path, "FILE", "JSON lines of requests, run as one batch ('-': stdin)", 0, 0},
+    {"chat", 0, LLM_OPT_FLAG, &interactive, NULL, "chat: each line of stdin is a user message", 0, 0},
+    {"chat-template", 0, LLM_OPT_STR, &chat_name, "NAME", "chatml, llama2 or llama3 (default: the model's)", 0, 0},
+    {"system", 0, LLM_OPT_STR, &system_text, "TEXT", "--chat: a system message first", 0, 0},
+    {"max-tokens", 'n', LLM_OPT_INT, &max_tokens, "N", "tokens to generate at most (default 128)", 1, 1 << 24},
     {"temp", 0, LLM_OPT_DOUBLE, &temperature, "T", "temperature (default 0.8; 0: greedy)", 0, 0},
     {"top-k", 0, LLM_OPT_INT, &top_k, "K", "sample among the K most likely tokens (default 0: all)", 0, 1 << 24},
     {"top-p", 0, LLM_OPT_DOUBLE, &top_p, "P", "nucleus sampling (default 1: off)", 0, 0},
     {"min-p", 0, LLM_OPT_DOUBLE, &min_p, "P", "drop tokens below P times the most likely one (default 0: off)", 0, 0},
-    {"seed", 0, LLM_OPT_INT, &seed, "S", "the sampler's seed (default 0)", 0, INT64_MAX},
-    {"stop", 0, LLM_OPT_LIST, &stops, "STR", "stop when the text ends with STR (not printed); repeatable", 0, 0},
+    {"repeat-penalty", 0, LLM_OPT_DOUBLE, &repeat_penalty, "R", "divide the logits of tokens seen before by R (default 1: off)", 0, 0},
+    {"presence-penalty", 0, LLM_OPT_DOUBLE, &presence, "X", "subtract X from generated tokens' logits (OpenAI's; -2..2)", 0, 0},
+    {"frequency-penalty", 0, LLM_OPT_DOUBLE, &frequency, "X", "subtract X per occurrence (OpenAI's; -2..2)", 0, 0},
+    {"logit-bias", 0, LLM_OPT_LIST, &biases, "ID=B", "add B (-100..100) to token ID's logit; repeatable", 0, 0},
+    {"seed", 0, LLM_OPT_INT, &seed, "S", "the sampler's seed (default 0); sample i uses S + i", 0, INT64_MAX},
+    {"stop", 0, LLM_OPT_LIST, &stops, "STR", "stop before STR (not printed); repeatable", 0, 0},
+    {"stop-token", 0, LLM_OPT_LIST, &stop_tokens, "ID", "stop at token ID; repeatable", 0, 0},
     {"ignore-eos", 0, LLM_OPT_FLAG, &ignore_eos, NULL, "go on past the model's end token (printed as its text)", 0, 0},
+    {"samples", 0, LLM_OPT_INT, &samples, "N", "samples per prompt (default 1)", 1, 1024},
+    {"beams", 0, LLM_OPT_INT, &beams, "B", "beam search of width B (2..32); --samples N gives the N best", 0, LLM_GEN_MAX_BEAMS},
+    {"length-penalty", 0, LLM_OPT_DOUBLE, &length_penalty, "X", "beam scores: log-probability over length^X (default 1)", 0, 0},
+    {"logprobs", 0, LLM_OPT_INT, &top_logprobs, "K", "-f jsonl: the K most likely alternatives of each token (0..20)", 0, LLM_GEN_MAX_TOP_LOGPROBS},
+    {"batch", 'b', LLM_OPT_INT, &batch, "N", "sequences run at once (default 16)", 1, 4096},
     {"format", 'f', LLM_OPT_STR, &format, "FMT", "text (default) or jsonl: ids, text, logprobs, finish reason, timings", 0, 0},
+    {"stats", 0, LLM_OPT_FLAG, &stats, NULL, "print totals and tokens/s as a JSON line on stderr at the end", 0, 0},
     {NULL, 0, 0, NULL, NULL, NULL, 0, 0},
 };
 
 static const llm_cmd cmd = {
     .name = "llm-infer",
     .summary = "generate text from prompts",
-    .synopsis = "MODEL [-p PROMPT]... [-n MAX_TOKENS] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--stop STR]...",
+    .synopsis = "MODEL [-p PROMPT]... [-n MAX_TOKENS] [--temp T] [--top-k K] [--top-p P] [--min-p P] [--seed S] [--stop STR]...\n"
+                "MODEL --requests FILE [-f jsonl]\n"
+                "MODEL --chat [--chat-template NAME] [--system TEXT]",
     .opts = options,
-    .footer = "MODEL is a model file, fp32 or quantized (llm-quantize). Without -p, each line of stdin is a\n"
-              "prompt. Text goes to stdout as it is made. See llm-infer(1).",
+    .footer = "MODEL is a model file, fp32 or quantized (llm-quantize). Without -p or --requests, each line of\n"
+              "stdin is a prompt. All prompts run together as one batch; results come out in input order.\n"
+              "Text goes to stdout as it is made when there is one prompt. See llm-infer(1).",
 };
 
 static double now(void)
@@ -50,123 +73,457 @@ static double now(void)
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
-/* The length of the longest stop string that text ends with... or the
- * position where the first stop string occurs, when one does. */
-static long stop_at(const char *text, size_t len)
+/* ---- the model and its tokenizer ---- */
+
+typedef struct {
+    llm_infer *m;
+    llm_tokenizer *tok;
+    llm_tok_scratch *ts;
+    llm_chat_format chat;
+    int has_chat;
+    llm_chat_segments segs;
+} model;
+
+/* --chat-template, else the model's "chat_template" metadata: a name, or a
+ * Jinja template recognised by its signature. */
+static void chat_format(model *md, const char *path)
 {
-    for (int i = 0; i < stops.count; i++) {
-        const char *hit = memmem(text, len, stops.items[i], strlen(stops.items[i]));
-        if (hit && *stops.items[i]) return hit - text;
+    const char *tpl = llm_infer_meta(md->m, "chat_template");
+    if (chat_name) {
+        if (llm_chat_format_parse(chat_name, &md->chat) || md->chat == LLM_CHAT_NONE)
+            llm_usage_error("--chat-template must be chatml, llama2 or llama3, not '%s'", chat_name);
+        md->has_chat = 1;
+    } else if (tpl) {
+        md->has_chat = (!llm_chat_format_parse(tpl, &md->chat) || !llm_chat_format_detect(tpl, &md->chat)) &&
+                       md->chat != LLM_CHAT_NONE;
+        if (!md->has_chat) llm_warning("%s: chat template not recognised (give --chat-template)", path);
     }
-    return -1;
 }
 
-/* Bytes of text that could still become the start of a stop string: held
- * back from the output until they cannot. */
-static size_t stop_prefix(const char *text, size_t len)
+/* The prompt ids of a messages list, rendered with the chat template and
+ * the assistant's header; *stop_id the template's end token. */
+static int encode_messages(model *md, json_t *messages, llm_ids *ids, uint32_t *stop_id, llm_err *err)
 {
-    size_t hold = 0;
-    for (int i = 0; i < stops.count; i++) {
-        size_t sl = strlen(stops.items[i]);
-        for (size_t k = sl > 1 ? sl - 1 : 0; k > hold; k--)
-            if (k <= len && !memcmp(text + len - k, stops.items[i], k)) { hold = k; break; }
-    }
-    return hold;
+    if (!md->has_chat) return llm_errf(err, "\"messages\" need a chat template: the model has none (give --chat-template)");
+    json_t *rec = json_pack("{sO}", "messages", messages);
+    if (!rec) return llm_errf(err, "out of memory");
+    llm_chat_segments_reset(&md->segs);
+    int rc = llm_chat_render(md->chat, rec, &md->segs, err) || llm_chat_generation_prompt(md->chat, &md->segs, err) ||
+             llm_chat_encode(md->tok, md->ts, &md->segs, ids, err);
+    json_decref(rec);
+    if (rc) return -1;
+    const char *end = llm_chat_end_token(md->chat);
+    if (end && llm_tok_special(md->tok, end, stop_id))
+        return llm_errf(err, "the chat template's end token '%s' is not in the tokenizer", end);
+    return 0;
 }
 
-/* Complete UTF-8 prefix length of the bytes (a token may end mid-character). */
-static size_t utf8_complete(const char *s, size_t n)
+/* ---- requests and their results ---- */
+
+typedef struct {
+    char *text;
+    size_t text_len;
+    uint32_t *ids;
+    double *lps, *top_lps;
+    uint32_t *top_ids;
+    size_t n, n_top;
+    double score;
+    const char *finish;
+} result;
+
+typedef struct {
+    llm_gen_params p;
+    llm_ids prompt;
+    char *prompt_text;       /* echoed in JSON lines (NULL for messages) */
+    char *id_json;           /* the request's "id", echoed */
+    char **stop;
+    uint32_t *stop_ids;
+    llm_logit_bias *bias;
+    result *res;
+    size_t done;
+    double t_first, t_done;
+    int streaming;
+    size_t streamed;         /* bytes of text already written */
+} request;
+
+typedef struct {
+    request *reqs;
+    size_t n, cap, next_out;   /* results are printed in input order */
+    int jsonl;
+    double t0;
+    size_t completion_tokens, prompt_tokens;
+} run;
+
+static void *xmemdup(const void *p, size_t n)
 {
-    size_t i = n;
-    for (size_t back = 0; back < 4 && i > 0; back++) {
-        unsigned char c = (unsigned char)s[i - 1];
-        if (c < 0x80) return n;
-        if (c >= 0xc0) {
-            size_t need = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : 2;
-            return n - (i - 1) >= need ? n : i - 1;
+    void *q = malloc(n ? n : 1);
+    if (!q) llm_die("out of memory");
+    if (n) memcpy(q, p, n);
+    return q;
+}
+
+/* A choice's fields of a JSON line: "text" ... "finish_reason". */
+static void choice_json(llm_strbuf *b, const request *q, const result *r)
+{
+    llm_sb_puts(b, "\"text\":");
+    llm_sb_json_string(b, r->text);
+    llm_sb_puts(b, ",\"ids\":[");
+    for (size_t k = 0; k < r->n; k++) llm_sb_printf(b, k ? ",%u" : "%u", r->ids[k]);
+    llm_sb_puts(b, "],\"logprobs\":[");
+    for (size_t k = 0; k < r->n; k++) llm_sb_printf(b, k ? ",%.6g" : "%.6g", r->lps[k]);
+    llm_sb_puts(b, "]");
+    if (r->n_top) {
+        llm_sb_puts(b, ",\"top_logprobs\":[");
+        for (size_t k = 0; k < r->n; k++) {
+            llm_sb_puts(b, k ? ",[" : "[");
+            for (size_t j = 0; j < r->n_top; j++)
+                llm_sb_printf(b, "%s{\"id\":%u,\"logprob\":%.6g}", j ? "," : "", r->top_ids[k * r->n_top + j],
+                              r->top_lps[k * r->n_top + j]);
+            llm_sb_puts(b, "]");
         }
-        i--;
+        llm_sb_puts(b, "]");
     }
-    return n;
+    if (q->p.beams >= 2) llm_sb_printf(b, ",\"score\":%.6g", r->score);
+    llm_sb_printf(b, ",\"finish_reason\":\"%s\"", r->finish);
 }
 
-static void json_out(llm_strbuf *b) { fwrite(b->data, 1, b->len, stdout); }
+static void print_result(run *R, request *q)
+{
+    llm_strbuf b = {0};
+    if (!R->jsonl) {
+        for (size_t i = 0; i < q->p.n; i++) {
+            if (!q->streaming) llm_sb_add(&b, q->res[i].text, q->res[i].text_len);
+            llm_sb_add(&b, "\n", 1);
+        }
+    } else {
+        size_t completion = 0;
+        for (size_t i = 0; i < q->p.n; i++) completion += q->res[i].n;
+        llm_sb_puts(&b, "{");
+        if (q->id_json) llm_sb_printf(&b, "\"id\":%s,", q->id_json);
+        if (q->prompt_text) {
+            llm_sb_puts(&b, "\"prompt\":");
+            llm_sb_json_string(&b, q->prompt_text);
+            llm_sb_puts(&b, ",");
+        }
+        choice_json(&b, q, &q->res[0]);   /* the first choice, at the top */
+        if (q->p.n > 1) {
+            llm_sb_puts(&b, ",\"choices\":[");
+            for (size_t i = 0; i < q->p.n; i++) {
+                llm_sb_printf(&b, "%s{\"index\":%zu,", i ? "," : "", i);
+                choice_json(&b, q, &q->res[i]);
+                llm_sb_puts(&b, "}");
+            }
+            llm_sb_puts(&b, "]");
+        }
+        double gen = q->t_done - q->t_first;
+        llm_sb_printf(&b, ",\"prompt_tokens\":%zu,\"completion_tokens\":%zu,\"prompt_seconds\":%.4f,\"seconds\":%.4f,"
+                          "\"tokens_per_s\":%.2f}\n",
+                      q->prompt.n, completion, q->t_first - R->t0, q->t_done - R->t0,
+                      completion > q->p.n && gen > 0 ? (double)(completion - q->p.n) / gen : 0.0);
+    }
+    fwrite(b.data, 1, b.len, stdout);
+    fflush(stdout);
+    llm_sb_free(&b);
+}
 
-static void generate(llm_infer *m, const llm_tokenizer *tok, llm_tok_scratch *ts, llm_sampler *sampler, float *logits,
-                     const char *prompt, int jsonl, int streaming)
+static void on_event(void *ctx, const llm_gen_event *e)
+{
+    run *R = ctx;
+    request *q = e->user;
+    if (!q->t_first) q->t_first = now();
+    if (!e->done) {
+        if (q->streaming && e->delta_len) {
+            fwrite(e->delta, 1, e->delta_len, stdout);
+            fflush(stdout);
+            q->streamed += e->delta_len;
+        }
+        return;
+    }
+    result *r = &q->res[e->choice];
+    r->text = xmemdup(e->text, e->text_len + 1);
+    r->text[e->text_len] = 0;
+    r->text_len = e->text_len;
+    r->n = e->n_ids;
+    r->n_top = e->n_top;
+    r->ids = xmemdup(e->ids, e->n_ids * sizeof *r->ids);
+    r->lps = xmemdup(e->logprobs, e->n_ids * sizeof *r->lps);
+    r->top_ids = xmemdup(e->all_top_ids, e->n_ids * e->n_top * sizeof *r->top_ids);
+    r->top_lps = xmemdup(e->all_top_lps, e->n_ids * e->n_top * sizeof *r->top_lps);
+    r->score = e->score;
+    r->finish = e->finish;
+    if (q->streaming && e->text_len > q->streamed)   /* held back for a stop string that did not come */
+        fwrite(e->text + q->streamed, 1, e->text_len - q->streamed, stdout);
+    R->completion_tokens += e->n_ids;
+    if (++q->done < q->p.n) return;
+    q->t_done = now();
+    while (R->next_out < R->n && R->reqs[R->next_out].done == R->reqs[R->next_out].p.n) print_result(R, &R->reqs[R->next_out++]);
+}
+
+static void free_request(request *q)
+{
+    for (size_t i = 0; q->res && i < q->p.n; i++) {
+        result *r = &q->res[i];
+        free(r->text), free(r->ids), free(r->lps), free(r->top_ids), free(r->top_lps);
+    }
+    free(q->res);
+    llm_ids_free(&q->prompt);
+    free(q->prompt_text);
+    free(q->id_json);
+    for (size_t i = 0; i < q->p.n_stop; i++) free(q->stop[i]);
+    free(q->stop);
+    free(q->stop_ids);
+    free(q->bias);
+}
+
+/* ---- the parameters: command line, then a request's fields ---- */
+
+static uint32_t parse_id(const char *s, const char *what)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(s, &end, 10);
+    if (errno || end == s || v > UINT32_MAX || (*end && *end != '=')) llm_usage_error("%s: '%s' is not a token id", what, s);
+    return (uint32_t)v;
+}
+
+static request *new_request(run *R)
+{
+    if (R->n == R->cap) {
+        R->cap = R->cap ? R->cap * 2 : 16;
+        R->reqs = realloc(R->reqs, R->cap * sizeof *R->reqs);
+        if (!R->reqs) llm_die("out of memory");
+    }
+    request *q = &R->reqs[R->n++];
+    memset(q, 0, sizeof *q);
+    llm_gen_params *p = &q->p;
+    p->sampling = (llm_sampling){.temperature = temperature, .top_p = top_p, .min_p = min_p, .top_k = (size_t)top_k,
+                                 .repetition_penalty = repeat_penalty, .presence_penalty = presence,
+                                 .frequency_penalty = frequency};
+    p->seed = (uint64_t)seed;
+    p->max_tokens = (size_t)max_tokens;
+    p->n = (size_t)samples;
+    p->beams = (size_t)beams;
+    p->length_penalty = length_penalty;
+    p->top_logprobs = (size_t)top_logprobs;
+    p->ignore_eos = ignore_eos;
+    q->stop = calloc(stops.count + 1, sizeof *q->stop);
+    q->stop_ids = calloc(stop_tokens.count + 2, sizeof *q->stop_ids);   /* + a chat end token */
+    q->bias = calloc(biases.count + 1, sizeof *q->bias);
+    if (!q->stop || !q->stop_ids || !q->bias) llm_die("out of memory");
+    for (int i = 0; i < stops.count; i++) q->stop[i] = xmemdup(stops.items[i], strlen(stops.items[i]) + 1);
+    p->n_stop = (size_t)stops.count;
+    for (int i = 0; i < stop_tokens.count; i++) q->stop_ids[i] = parse_id(stop_tokens.items[i], "--stop-token");
+    p->n_stop_ids = (size_t)stop_tokens.count;
+    for (int i = 0; i < biases.count; i++) {
+        const char *eq = strchr(biases.items[i], '=');
+        char *end;
+        double v = eq ? strtod(eq + 1, &end) : NAN;
+        if (!eq || end == eq + 1 || *end || !(v >= -100 && v <= 100))
+            llm_usage_error("--logit-bias wants ID=BIAS with BIAS in -100..100, not '%s'", biases.items[i]);
+        q->bias[i] = (llm_logit_bias){parse_id(biases.items[i], "--logit-bias"), (float)v};
+    }
+    p->sampling.n_logit_bias = (size_t)biases.count;
+    return q;
+}
+
+/* Checks the parameters a request ends up with; NULL or the problem. */
+static const char *bad_params(const llm_gen_params *p)
+{
+    const llm_sampling *s = &p->sampling;
+    if (!(s->temperature >= 0)) return "temperature must be 0 or more";
+    if (!(s->top_p > 0 && s->top_p <= 1)) return "top_p must be above 0 and at most 1";
+    if (!(s->min_p >= 0 && s->min_p < 1)) return "min_p must be at least 0 and below 1";
+    if (!(s->repetition_penalty > 0)) return "the repetition penalty must be above 0";
+    if (!(fabs(s->presence_penalty) <= 2) || !(fabs(s->frequency_penalty) <= 2))
+        return "presence and frequency penalties must be within -2..2";
+    if (p->beams == 1) return "beams must be 2 or more (0: no beam search)";
+    if (p->beams >= 2 && p->n > p->beams) return "n (--samples) must be at most the number of beams";
+    return NULL;
+}
+
+static int get_number(json_t *o, const char *k, double *v, llm_err *err)
+{
+    json_t *x = json_object_get(o, k);
+    if (!x || json_is_null(x)) return 0;
+    if (!json_is_number(x)) return llm_errf(err, "\"%s\" must be a number", k);
+    *v = json_number_value(x);
+    return 0;
+}
+
+static int get_count(json_t *o, const char *k, size_t *v, size_t max, llm_err *err)
+{
+    json_t *x = json_object_get(o, k);
+    if (!x || json_is_null(x)) return 0;
+    if (!json_is_integer(x) || json_integer_value(x) < 0 || (uint64_t)json_integer_value(x) > max)
+        return llm_errf(err, "\"%s\" must be an integer from 0 to %zu", k, max);
+    *v = (size_t)json_integer_value(x);
+    return 0;
+}
+
+/* A request's fields (OpenAI's names; others are ignored) over the defaults. */
+static int read_fields(request *q, json_t *o, llm_err *err)
+{
+    llm_gen_params *p = &q->p;
+    llm_sampling *s = &p->sampling;
+    size_t seed_v = (size_t)p->seed, k = s->top_k;
+    if (get_number(o, "temperature", &s->temperature, err) || get_number(o, "top_p", &s->top_p, err) ||
+        get_number(o, "min_p", &s->min_p, err) || get_number(o, "repetition_penalty", &s->repetition_penalty, err) ||
+        get_number(o, "presence_penalty", &s->presence_penalty, err) ||
+        get_number(o, "frequency_penalty", &s->frequency_penalty, err) ||
+        get_number(o, "length_penalty", &p->length_penalty, err) || get_count(o, "top_k", &k, 1 << 24, err) ||
+        get_count(o, "seed", &seed_v, SIZE_MAX, err) || get_count(o, "max_tokens", &p->max_tokens, 1 << 24, err) ||
+        get_count(o, "n", &p->n, 1024, err) || get_count(o, "beams", &p->beams, LLM_GEN_MAX_BEAMS, err) ||
+        get_count(o, "top_logprobs", &p->top_logprobs, LLM_GEN_MAX_TOP_LOGPROBS, err))
+        return -1;
+    s->top_k = k;
+    p->seed = seed_v;
+    if (p->max_tokens < 1 || p->n < 1) return llm_errf(err, "\"max_tokens\" and \"n\" must be at least 1");
+    json_t *x = json_object_get(o, "ignore_eos");
+    if (x && !json_is_null(x)) {
+        if (!json_is_boolean(x)) return llm_errf(err, "\"ignore_eos\" must be true or false");
+        p->ignore_eos = json_is_true(x);
+    }
+    if ((x = json_object_get(o, "stop")) && !json_is_null(x)) {
+        for (size_t i = 0; i < p->n_stop; i++) free(q->stop[i]);
+        size_t n = json_is_array(x) ? json_array_size(x) : 1;
+        char **st = realloc(q->stop, (n + 1) * sizeof *st);
+        if (!st) llm_die("out of memory");
+        q->stop = st;
+        p->n_stop = 0;
+        for (size_t i = 0; i < n; i++) {
+            json_t *e = json_is_array(x) ? json_array_get(x, i) : x;
+            if (!json_is_string(e)) return llm_errf(err, "\"stop\" must be a string or a list of strings");
+            q->stop[p->n_stop++] = xmemdup(json_string_value(e), strlen(json_string_value(e)) + 1);
+        }
+    }
+    if ((x = json_object_get(o, "logit_bias")) && !json_is_null(x)) {
+        if (!json_is_object(x)) return llm_errf(err, "\"logit_bias\" must be an object of token ids to biases");
+        llm_logit_bias *nb = realloc(q->bias, (json_object_size(x) + 1) * sizeof *nb);
+        if (!nb) llm_die("out of memory");
+        q->bias = nb;
+        s->n_logit_bias = 0;
+        const char *key;
+        json_t *v;
+        json_object_foreach(x, key, v) {
+            char *end;
+            unsigned long id = strtoul(key, &end, 10);
+            if (!*key || *end || id > UINT32_MAX) return llm_errf(err, "\"logit_bias\": '%s' is not a token id", key);
+            if (!json_is_number(v) || !(fabs(json_number_value(v)) <= 100))
+                return llm_errf(err, "\"logit_bias\": the bias of %s must be a number in -100..100", key);
+            q->bias[s->n_logit_bias++] = (llm_logit_bias){(uint32_t)id, (float)json_number_value(v)};
+        }
+    }
+    if ((x = json_object_get(o, "id"))) {
+        q->id_json = json_dumps(x, JSON_COMPACT | JSON_ENCODE_ANY);
+        if (!q->id_json) llm_die("out of memory");
+    }
+    const char *bad = bad_params(p);
+    return bad ? llm_errf(err, "%s", bad) : 0;
+}
+
+static void encode_prompt(model *md, request *q, const char *text)
 {
     llm_err err;
-    const llm_config *c = llm_infer_config(m);
-    llm_ids ids = {0};
-    if (llm_tok_encode(tok, ts, prompt, strlen(prompt), LLM_TOK_ADD_SPECIAL, &ids, &err)) llm_die_err(&err);
-    if (ids.n == 0) llm_die("an empty prompt: nothing to continue");
-    if (ids.n >= c->ctx_len)
-        llm_die("the prompt is %zu tokens; the model's context is %zu", ids.n, c->ctx_len);
-    uint32_t eos = 0;
-    int has_eos = llm_tok_eos(tok, &eos) == 0;
-    llm_infer_reset(m);
-    double t0 = now();
-    if (llm_infer_step(m, ids.v, ids.n, logits, 0, &err)) llm_die_err(&err);
-    double t_prompt = now() - t0;
-    llm_sampling sp = {temperature, top_p, min_p, (size_t)top_k};
-    llm_rng rng;
-    llm_rng_seed(&rng, (uint64_t)seed);
-    size_t prompt_tokens = ids.n;
-    llm_ids out = {0}, shown = {0};   /* shown: the ids the tokenizer has (a model may have more) */
-    size_t tok_vocab = llm_tok_vocab_size(tok);
-    llm_strbuf text = {0};
-    double *logprobs = malloc(((size_t)max_tokens + 1) * sizeof *logprobs);
-    size_t printed = 0;
-    const char *finish = "length";
-    for (int64_t i = 0; i < max_tokens; i++) {
-        double lp;
-        uint32_t next = llm_sample(sampler, logits, &sp, &rng, &lp);
-        if (has_eos && next == eos && !ignore_eos) { finish = "stop"; break; }
-        llm_ids_push(&out, next);
-        logprobs[out.n - 1] = lp;
-        if (next < tok_vocab) llm_ids_push(&shown, next);
-        text.len = 0;
-        if (llm_tok_decode(tok, shown.v, shown.n, &text, &err)) llm_die_err(&err);
-        long at = stop_at(text.data, text.len);
-        if (at >= 0) { text.len = (size_t)at; finish = "stop"; break; }
-        if (!jsonl && streaming) {
-            size_t ready = utf8_complete(text.data, text.len - stop_prefix(text.data, text.len));
-            if (ready > printed) {
-                fwrite(text.data + printed, 1, ready - printed, stdout);
-                fflush(stdout);
-                printed = ready;
-            }
+    q->prompt_text = xmemdup(text, strlen(text) + 1);
+    if (llm_tok_encode(md->tok, md->ts, text, strlen(text), LLM_TOK_ADD_SPECIAL, &q->prompt, &err)) llm_die_err(&err);
+}
+
+/* One line of a requests file: {"prompt": "..."} or {"messages": [...]}. */
+static int read_request(model *md, run *R, const char *line, llm_err *err)
+{
+    json_error_t je;
+    json_t *o = json_loads(line, 0, &je);
+    if (!o) return llm_errf(err, "not JSON: %s", je.text);
+    int rc = 0;
+    request *q = new_request(R);
+    json_t *prompt = json_object_get(o, "prompt"), *messages = json_object_get(o, "messages");
+    if (!json_is_object(o)) rc = llm_errf(err, "a request must be a JSON object");
+    else if (!prompt == !messages) rc = llm_errf(err, "a request has either \"prompt\" or \"messages\"");
+    else if (prompt && !json_is_string(prompt)) rc = llm_errf(err, "\"prompt\" must be a string");
+    if (!rc) rc = read_fields(q, o, err);
+    if (!rc && prompt) {
+        q->prompt_text = xmemdup(json_string_value(prompt), json_string_length(prompt) + 1);
+        rc = llm_tok_encode(md->tok, md->ts, q->prompt_text, json_string_length(prompt), LLM_TOK_ADD_SPECIAL,
+                            &q->prompt, err);
+    } else if (!rc) {
+        uint32_t end;
+        rc = encode_messages(md, messages, &q->prompt, &end, err);
+        if (!rc && llm_chat_end_token(md->chat)) q->stop_ids[q->p.n_stop_ids++] = end;
+    }
+    json_decref(o);
+    return rc;
+}
+
+/* Runs every request of R as one batch; results print in order. */
+static void run_all(model *md, run *R, int streaming)
+{
+    llm_err err;
+    llm_gen *g = llm_gen_new(md->m, md->tok, (size_t)batch, on_event, R, &err);
+    if (!g) llm_die_err(&err);
+    for (size_t i = 0; i < R->n; i++) {
+        request *q = &R->reqs[i];
+        q->p.stop = (const char *const *)q->stop;
+        q->p.stop_ids = q->stop_ids;
+        q->p.sampling.logit_bias = q->bias;
+        q->streaming = streaming && R->n == 1 && q->p.n == 1 && q->p.beams < 2 && !R->jsonl;
+        q->res = calloc(q->p.n, sizeof *q->res);
+        if (!q->res) llm_die("out of memory");
+        R->prompt_tokens += q->prompt.n;
+        if (llm_gen_add(g, q->prompt.v, q->prompt.n, &q->p, q, &err)) {
+            if (R->n > 1) llm_die("request %zu: %s", i + 1, err.msg);
+            llm_die_err(&err);
         }
-        if (llm_infer_pos(m) >= c->ctx_len) break;
-        if (i + 1 < max_tokens && llm_infer_step(m, &next, 1, logits, 0, &err)) llm_die_err(&err);
     }
-    double seconds = now() - t0, t_gen = seconds - t_prompt;
-    if (!jsonl) {
-        if (text.len > printed) fwrite(text.data + printed, 1, text.len - printed, stdout);
-        putchar('\n');
-    } else {
-        llm_strbuf b = {0};
-        llm_sb_puts(&b, "{\"prompt\":");
-        llm_sb_json_string(&b, prompt);
-        llm_sb_puts(&b, ",\"text\":");
-        if (text.data) llm_sb_add(&text, "", 1);   /* terminate */
-        llm_sb_json_string(&b, text.data ? text.data : "");
-        llm_sb_puts(&b, ",\"ids\":[");
-        for (size_t i = 0; i < out.n; i++) llm_sb_printf(&b, i ? ",%u" : "%u", out.v[i]);
-        llm_sb_puts(&b, "],\"logprobs\":[");
-        for (size_t i = 0; i < out.n; i++) llm_sb_printf(&b, i ? ",%.6g" : "%.6g", logprobs[i]);
-        llm_sb_printf(&b, "],\"finish_reason\":\"%s\",\"prompt_tokens\":%zu,\"completion_tokens\":%zu,"
-                          "\"prompt_seconds\":%.4f,\"seconds\":%.4f,\"tokens_per_s\":%.2f}\n",
-                      finish, prompt_tokens, out.n, t_prompt, seconds, out.n > 1 && t_gen > 0 ? (double)out.n / t_gen : 0.0);
-        json_out(&b);
-        llm_sb_free(&b);
+    R->t0 = now();
+    int rc;
+    while ((rc = llm_gen_step(g, &err)) > 0) {}
+    if (rc < 0) llm_die_err(&err);
+    llm_gen_free(g);
+}
+
+static void print_stats(const run *R)
+{
+    double s = now() - R->t0;
+    fprintf(stderr, "{\"requests\":%zu,\"prompt_tokens\":%zu,\"completion_tokens\":%zu,\"seconds\":%.4f,"
+                    "\"tokens_per_s\":%.2f,\"batch\":%" PRId64 "}\n",
+            R->n, R->prompt_tokens, R->completion_tokens, s, s > 0 ? R->completion_tokens / s : 0.0, batch);
+}
+
+static void reset_run(run *R)
+{
+    for (size_t i = 0; i < R->n; i++) free_request(&R->reqs[i]);
+    R->n = R->next_out = 0;
+}
+
+/* --chat: a conversation, each line of stdin a user message. */
+static void chat_loop(model *md, run *R, int streaming)
+{
+    json_t *messages = json_array();
+    if (system_text) json_array_append_new(messages, json_pack("{ssss}", "role", "system", "content", system_text));
+    int tty = isatty(STDIN_FILENO);
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    for (;;) {
+        if (tty) fputs("> ", stderr);
+        if ((len = getline(&line, &cap, stdin)) <= 0) break;
+        if (line[len - 1] == '\n') line[--len] = 0;
+        if (len == 0) continue;
+        json_array_append_new(messages, json_pack("{ssss}", "role", "user", "content", line));
+        request *q = new_request(R);
+        uint32_t end;
+        llm_err err;
+        if (encode_messages(md, messages, &q->prompt, &end, &err)) llm_die_err(&err);
+        if (llm_chat_end_token(md->chat)) q->stop_ids[q->p.n_stop_ids++] = end;
+        q->p.n = 1;
+        q->p.beams = 0;
+        run_all(md, R, streaming);
+        json_array_append_new(messages, json_pack("{ssss}", "role", "assistant", "content", q->res[0].text));
+        reset_run(R);
     }
-    fflush(stdout);
-    free(logprobs);
-    llm_sb_free(&text);
-    llm_ids_free(&out);
-    llm_ids_free(&shown);
-    llm_ids_free(&ids);
+    if (tty) fputs("\n", stderr);
+    free(line);
+    json_decref(messages);
 }
 
 int main(int argc, char **argv)
@@ -176,40 +533,60 @@ int main(int argc, char **argv)
     int nargs = llm_cli_parse(&cmd, argc, argv, &args);
     if (nargs != 1) llm_usage_error("give one MODEL");
     if (format && strcmp(format, "text") && strcmp(format, "jsonl")) llm_usage_error("--format must be text or jsonl");
-    if (temperature < 0) llm_usage_error("--temp must be 0 or more");
-    if (top_p <= 0 || top_p > 1) llm_usage_error("--top-p must be above 0 and at most 1");
-    if (min_p < 0 || min_p >= 1) llm_usage_error("--min-p must be at least 0 and below 1");
-    int jsonl = format && !strcmp(format, "jsonl");
-    llm_err err;
-    llm_infer *m;
-    if (llm_infer_open(&m, args[0], &err)) llm_die_err(&err);
-    const char *tok_json = llm_infer_meta(m, "tokenizer");
-    if (!tok_json) llm_die("%s: the model has no tokenizer in its metadata", args[0]);
-    llm_tokenizer *tok;
-    if (llm_tok_from_json(tok_json, strlen(tok_json), args[0], &tok, &err)) llm_die_err(&err);
-    llm_tok_scratch *ts = llm_tok_scratch_new(tok);
-    const llm_config *c = llm_infer_config(m);
-    llm_sampler *sampler = llm_sampler_new(c->vocab_size);
-    float *logits = malloc(c->vocab_size * sizeof *logits);
-    if (!ts || !sampler || !logits) llm_die("out of memory");
-    int streaming = isatty(STDOUT_FILENO);
-    if (prompts.count) {
-        for (int i = 0; i < prompts.count; i++) generate(m, tok, ts, sampler, logits, prompts.items[i], jsonl, streaming);
-    } else {
-        char *line = NULL;
-        size_t cap = 0;
-        ssize_t len;
-        while ((len = getline(&line, &cap, stdin)) > 0) {
-            if (line[len - 1] == '\n') line[--len] = 0;
-            if (len == 0) continue;
-            generate(m, tok, ts, sampler, logits, line, jsonl, streaming);
-        }
-        free(line);
+    if (!!prompts.count + !!requests_path + interactive > 1) llm_usage_error("give one of -p, --requests and --chat");
+    run R = {.jsonl = format && !strcmp(format, "jsonl")};
+    if (interactive && R.jsonl) llm_usage_error("--chat writes text, not --format jsonl");
+    {   /* the command line's parameters, checked once */
+        request *q = new_request(&R);
+        const char *bad = bad_params(&q->p);
+        if (bad) llm_usage_error("%s", bad);
+        reset_run(&R);
     }
-    free(logits);
-    llm_sampler_free(sampler);
-    llm_tok_scratch_free(ts);
-    llm_tok_free(tok);
-    llm_infer_close(m);
+    llm_err err;
+    model md = {0};
+    if (llm_infer_open(&md.m, args[0], &err)) llm_die_err(&err);
+    const char *tok_json = llm_infer_meta(md.m, "tokenizer");
+    if (!tok_json) llm_die("%s: the model has no tokenizer in its metadata", args[0]);
+    if (llm_tok_from_json(tok_json, strlen(tok_json), args[0], &md.tok, &err)) llm_die_err(&err);
+    if (!(md.ts = llm_tok_scratch_new(md.tok))) llm_die("out of memory");
+    chat_format(&md, args[0]);
+    int streaming = isatty(STDOUT_FILENO);
+    if (interactive) {
+        chat_loop(&md, &R, streaming);
+    } else {
+        if (prompts.count) {
+            for (int i = 0; i < prompts.count; i++) encode_prompt(&md, new_request(&R), prompts.items[i]);
+        } else {
+            FILE *in = stdin;
+            const char *name = "stdin";
+            if (requests_path && strcmp(requests_path, "-")) {
+                if (!(in = fopen(requests_path, "r"))) llm_die("%s: %s", requests_path, strerror(errno));
+                name = requests_path;
+            }
+            char *line = NULL;
+            size_t cap = 0, lineno = 0;
+            ssize_t len;
+            while ((len = getline(&line, &cap, in)) > 0) {
+                lineno++;
+                if (line[len - 1] == '\n') line[--len] = 0;
+                if (len == 0) continue;
+                if (!requests_path) encode_prompt(&md, new_request(&R), line);
+                else if (read_request(&md, &R, line, &err)) llm_die("%s:%zu: %s", name, lineno, err.msg);
+            }
+            if (ferror(in)) llm_die("%s: %s", name, strerror(errno));
+            free(line);
+            if (in != stdin) fclose(in);
+        }
+        for (size_t i = 0; i < R.n; i++)
+            if (R.reqs[i].prompt.n == 0) llm_die("request %zu: an empty prompt: nothing to continue", i + 1);
+        if (R.n) run_all(&md, &R, streaming);
+        if (stats) print_stats(&R);
+    }
+    reset_run(&R);
+    free(R.reqs);
+    llm_chat_segments_free(&md.segs);
+    llm_tok_scratch_free(md.ts);
+    llm_tok_free(md.tok);
+    llm_infer_close(md.m);
     return 0;
 }

@@ -84,3 +84,51 @@ def test_q8_0_stays_close(data):  # noqa: F811
         same += 1
         assert abs(lx - ly) < 0.05, (lx, ly)
     assert same >= 8, (a["ids"], b["ids"])
+
+
+@pytest.mark.parametrize("name", ["gpt2", "llama"])
+def test_beam_search_matches_transformers(data, name):  # noqa: F811
+    """--beams 4 --samples 2: the two best hypotheses, and their order, as
+    transformers' generate(num_beams=4, num_return_sequences=2) finds them
+    (no sampling, length_penalty 1, early_stopping False)."""
+    path = trained(data, name)
+    n_new = 24
+    out = run([f"{BIN}/llm-infer", path, "-p", PROMPT, "-n", n_new, "--beams", 4, "--samples", 2,
+               "-f", "jsonl"]).stdout
+    got = [c["ids"] for c in json.loads(out)["choices"]]
+    cfg = config_of(path)
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(data / "tok.json"))
+    prompt_ids = tok(PROMPT)["input_ids"]
+    eos = tok.convert_tokens_to_ids("<|endoftext|>")
+    m32 = hf_model(cfg, load(path), torch.float32)
+    gen = m32.generate(torch.tensor([prompt_ids]), max_new_tokens=n_new, do_sample=False, num_beams=4,
+                       num_return_sequences=2, early_stopping=False, length_penalty=1.0, eos_token_id=eos,
+                       pad_token_id=eos)
+    want = []
+    for row in gen.tolist():
+        ids = row[len(prompt_ids):]
+        if eos in ids:
+            ids = ids[:ids.index(eos)]
+        want.append(ids)
+    assert got == want, (got, want)
+
+
+def test_top_logprobs_are_the_models(data):  # noqa: F811
+    """--logprobs 5: at every step the 5 most likely tokens of the model's own
+    distribution, in order, with log-probabilities within 1e-4 of float64
+    transformers (as b) above)."""
+    path = trained(data, "llama")
+    out = json.loads(run([f"{BIN}/llm-infer", path, "-p", PROMPT, "-n", 16, "--temp", "0", "--logprobs", 5,
+                          "-f", "jsonl"]).stdout)
+    cfg = config_of(path)
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_file=str(data / "tok.json"))
+    prompt_ids = tok(PROMPT)["input_ids"]
+    m64 = hf_model(cfg, load(path), torch.float64)
+    with torch.no_grad():
+        lp = torch.log_softmax(m64(input_ids=torch.tensor([prompt_ids + out["ids"]])).logits[0], dim=-1)
+    for i, alts in enumerate(out["top_logprobs"]):
+        ref = lp[len(prompt_ids) - 1 + i]
+        vals, idx = torch.topk(ref, 5)
+        assert [a["id"] for a in alts] == idx.tolist(), (i, alts, idx.tolist())
+        assert max(abs(a["logprob"] - v) for a, v in zip(alts, vals.tolist())) < 1e-4
+        assert alts[0]["id"] == out["ids"][i]
