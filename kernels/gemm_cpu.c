@@ -58,6 +58,7 @@ typedef struct {
     llmk__bpack_fn bpack;
     void *bctx;
     size_t bnr, kalign;
+    int rowwise;                 /* every row as at M = 1 (llmk_linear_forward_rowwise) */
 } gemm_args;
 
 /* c (MR, NR; row stride ldc) = alpha * a-panel @ b-panel + beta * c (+ bias);
@@ -335,11 +336,13 @@ static inline float epilogue(const gemm_args *g, float acc, size_t i, size_t j)
     return v;
 }
 
-/* columns [j0, j1) of C for M rows: 4 rows of B at a time, 16 k per step */
-AVX512 INLINE void small_dot(const gemm_args *g, size_t j0, size_t j1, size_t M)
+/* columns [j0, j1) of C for rows [i0, i0 + M), M <= 4: 4 rows of B at a
+ * time, 16 k per step. A row's sums do not depend on the other rows. */
+AVX512 INLINE void small_dot(const gemm_args *g, size_t j0, size_t j1, size_t i0, size_t M)
 {
     const size_t K = g->K, kfull = K / 16 * 16;
     const __mmask16 tail = (__mmask16)((1u << (K % 16)) - 1);
+    const float *A = g->A + i0 * g->lda;
     for (size_t j = j0; j < j1; j += 4) {
         size_t nj = j1 - j < 4 ? j1 - j : 4;
         const float *b[4];
@@ -353,26 +356,32 @@ AVX512 INLINE void small_dot(const gemm_args *g, size_t j0, size_t j1, size_t M)
             __m512 bv[4];
             for (int q = 0; q < 4; q++) bv[q] = _mm512_maskz_loadu_ps(m, b[q] + k);
             for (size_t i = 0; i < M; i++) {
-                __m512 av = _mm512_maskz_loadu_ps(m, g->A + i * g->lda + k);
+                __m512 av = _mm512_maskz_loadu_ps(m, A + i * g->lda + k);
                 for (int q = 0; q < 4; q++) acc[i][q] = _mm512_fmadd_ps(av, bv[q], acc[i][q]);
             }
         }
         for (size_t i = 0; i < M; i++)
             for (size_t q = 0; q < nj; q++) {
-                float v = epilogue(g, _mm512_reduce_add_ps(acc[i][q]), i, j + q);
-                g->C[i * g->ldc + j + q] = v;
+                float v = epilogue(g, _mm512_reduce_add_ps(acc[i][q]), i0 + i, j + q);
+                g->C[(i0 + i) * g->ldc + j + q] = v;
             }
     }
 }
 
-/* M as a constant, so that the accumulators stay in registers */
+/* columns [j0, j1) of C: blocks of 32 columns (32 rows of B, in L2 while
+ * they serve every group of 4 rows of A; a rowwise call has any M) */
 AVX512 static void small_m_block(const gemm_args *g, size_t j0, size_t j1)
 {
-    switch (g->M) {
-    case 1: small_dot(g, j0, j1, 1); break;
-    case 2: small_dot(g, j0, j1, 2); break;
-    case 3: small_dot(g, j0, j1, 3); break;
-    case 4: small_dot(g, j0, j1, 4); break;
+    for (size_t jb = j0; jb < j1; jb += 32) {
+        size_t je = j1 - jb < 32 ? j1 : jb + 32;
+        for (size_t i0 = 0; i0 < g->M; i0 += SMALL_M) {
+            switch (g->M - i0 < SMALL_M ? g->M - i0 : SMALL_M) {
+            case 1: small_dot(g, jb, je, i0, 1); break;
+            case 2: small_dot(g, jb, je, i0, 2); break;
+            case 3: small_dot(g, jb, je, i0, 3); break;
+            default: small_dot(g, jb, je, i0, 4); break;
+            }
+        }
     }
 }
 
@@ -536,7 +545,7 @@ static int gemm_run(const gemm_args *g)
         return 0;
     }
     size_t threads = (size_t)llmk_threads();
-    if (P == &path_avx512 && g->M <= SMALL_M && !g->trans_a && g->trans_b && !g->bpack) {
+    if (P == &path_avx512 && (g->M <= SMALL_M || g->rowwise) && !g->trans_a && g->trans_b && !g->bpack) {
         size_t groups = (g->N + 3) / 4;   /* 4 columns (rows of B) at a time */
         if (threads <= 1 || g->M * g->N * g->K < PARALLEL_MIN_MACS) small_m_task((void *)g, 0, groups);
         else llmk_parallel_for(groups, 1, small_m_task, (void *)g);
@@ -573,7 +582,7 @@ static int gemm_run(const gemm_args *g)
 void llmk_sgemm(int trans_a, int trans_b, size_t M, size_t N, size_t K, float alpha, const float *A, size_t lda,
                 const float *B, size_t ldb, float beta, float *C, size_t ldc)
 {
-    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, NULL, lda, ldb, ldc, C, NULL, NULL, 0, 0};
+    gemm_args g = {trans_a, trans_b, M, N, K, alpha, beta, A, B, NULL, lda, ldb, ldc, C, NULL, NULL, 0, 0, 0};
     gemm_run(&g);
 }
 
@@ -590,7 +599,7 @@ int llmk__sgemm_bpack(size_t M, size_t N, size_t K, const float *A, size_t lda, 
 int llmk__sgemm_bpack(size_t M, size_t N, size_t K, const float *A, size_t lda, size_t nr, llmk__bpack_fn pack,
                       void *ctx, size_t kalign, float *C, size_t ldc)
 {
-    gemm_args g = {0, 1, M, N, K, 1.0f, 0.0f, A, NULL, NULL, lda, 0, ldc, C, pack, ctx, nr, kalign};
+    gemm_args g = {0, 1, M, N, K, 1.0f, 0.0f, A, NULL, NULL, lda, 0, ldc, C, pack, ctx, nr, kalign, 0};
     return gemm_run(&g);
 }
 
@@ -599,7 +608,14 @@ void llmk_linear_forward(float *out, const float *inp, const float *w, const flo
                          size_t oc)
 {
     /* out (rows, oc) = inp (rows, ic) @ w^T (ic, oc) + bias, the bias added as the first K block is stored */
-    gemm_args g = {0, 1, rows, oc, ic, 1.0f, 0.0f, inp, w, bias, ic, ic, oc, out, NULL, NULL, 0, 0};
+    gemm_args g = {0, 1, rows, oc, ic, 1.0f, 0.0f, inp, w, bias, ic, ic, oc, out, NULL, NULL, 0, 0, 0};
+    gemm_run(&g);
+}
+
+void llmk_linear_forward_rowwise(float *out, const float *inp, const float *w, const float *bias, size_t rows,
+                                 size_t ic, size_t oc)
+{
+    gemm_args g = {0, 1, rows, oc, ic, 1.0f, 0.0f, inp, w, bias, ic, ic, oc, out, NULL, NULL, 0, 0, 1};
     gemm_run(&g);
 }
 

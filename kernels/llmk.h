@@ -89,6 +89,13 @@ void llmk_linear_forward_ref(float *out, const float *inp, const float *w, const
                              size_t oc);
 void llmk_linear_forward(float *out, const float *inp, const float *w, const float *bias, size_t rows, size_t ic,
                          size_t oc);
+/* The same, each row's result exactly what llmk_linear_forward gives it at
+ * rows = 1, whatever else is in the call: the dot-product path at any row
+ * count (with AVX-512; elsewhere the blocked path, whose rows are already
+ * independent), the weights read once per call. For decoding a batch of
+ * sequences whose results must not depend on the batch. */
+void llmk_linear_forward_rowwise(float *out, const float *inp, const float *w, const float *bias, size_t rows,
+                                 size_t ic, size_t oc);
 /* dinp (rows, ic) += dout @ w; dw (oc, ic) += dout^T @ inp; dbias (oc) += column sums of dout. */
 void llmk_linear_backward_ref(float *dinp, float *dw, float *dbias, const float *dout, const float *inp, const float *w,
                               size_t rows, size_t ic, size_t oc);
@@ -259,6 +266,11 @@ void llmk_dequantize_rows(llmk_qtype t, float *out, const void *w, size_t ic, si
 #define LLMK_QLINEAR_GEMM_ROWS 12
 void llmk_qlinear_ref(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
 void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
+/* llmk_qlinear's decoding path at any row count: each row's result is what
+ * llmk_qlinear gives it at rows = 1, whatever else is in the call (the
+ * weights still read once per call). For batches of decoding sequences
+ * whose results must not depend on the batch. */
+void llmk_qlinear_rowwise(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc);
 
 /* ---- peak ----
  * `iters` rounds of independent fp32 multiply-adds on the widest path this

@@ -759,7 +759,10 @@ AVX2 static void panel_q4_K_avx2(void *f, float *bp, size_t j0, size_t n, size_t
     panel_avx2(LLMK_Q4_K, f, bp, j0, n, k0, kc);
 }
 
-void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc)
+/* gemm_ok: from LLMK_QLINEAR_GEMM_ROWS rows, the prefill GEMM; else the
+ * int8 path at any row count */
+static void qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc,
+                    int gemm_ok)
 {
     if (t == LLMK_NF4) { llmk__nf4_qlinear(out, x, w, rows, ic, oc); return; }
     const llmk_qtraits *q = llmk_qtype_traits(t);
@@ -774,7 +777,7 @@ void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_
         llmk_qlinear_ref(t, out, x, w, rows, ic, oc);
         return;
     }
-    if (rows >= LLMK_QLINEAR_GEMM_ROWS) {   /* prefill: the fp32 GEMM (above) */
+    if (gemm_ok && rows >= LLMK_QLINEAR_GEMM_ROWS) {   /* prefill: the fp32 GEMM (above) */
         typedef void (*panel_fn)(void *, float *, size_t, size_t, size_t, size_t);
         static const panel_fn panels[2][3] = {
             {panel_q8_0_avx2, panel_q4_0_avx2, panel_q4_K_avx2},
@@ -811,4 +814,14 @@ void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_
     c.tile = rows == 1 ? oc : (256u << 10) / rb ? (256u << 10) / rb : 1;
     size_t grain = (64u << 10) / (rb * rows);
     llmk_parallel_for(oc, grain ? grain : 1, qlinear_range, &c);
+}
+
+void llmk_qlinear(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc)
+{
+    qlinear(t, out, x, w, rows, ic, oc, 1);
+}
+
+void llmk_qlinear_rowwise(llmk_qtype t, float *out, const float *x, const void *w, size_t rows, size_t ic, size_t oc)
+{
+    qlinear(t, out, x, w, rows, ic, oc, 0);
 }

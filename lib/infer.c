@@ -258,17 +258,16 @@ void llm_infer_seq_truncate(llm_infer_seq *s, size_t pos)
 size_t llm_infer_seq_pos(const llm_infer_seq *s) { return s->pos; }
 
 /* out (n, oc) = x (n, ic) @ W^T + bias. A decoding pass (one row per
- * sequence) runs float weights in groups of LLMK_GEMM_SMALL_M rows, so that
- * a row's result does not depend on how many sequences are decoding. */
+ * sequence) takes the kernels' rowwise paths, so that a row's result does
+ * not depend on how many sequences are decoding. */
 static void linear(float *out, const float *x, const matrix *w, const float *bias, size_t n, size_t ic, size_t oc,
                    int decoding)
 {
-    if (!w->q && decoding && n > LLMK_GEMM_SMALL_M) {
-        for (size_t r = 0; r < n; r += LLMK_GEMM_SMALL_M)
-            llmk_linear_forward(out + r * oc, x + r * ic, w->f, bias, n - r < LLMK_GEMM_SMALL_M ? n - r : LLMK_GEMM_SMALL_M,
-                                ic, oc);
+    if (!w->q && decoding) {
+        llmk_linear_forward_rowwise(out, x, w->f, bias, n, ic, oc);
     } else if (w->q) {
-        llmk_qlinear(w->qt, out, x, w->q, n, ic, oc);
+        if (decoding) llmk_qlinear_rowwise(w->qt, out, x, w->q, n, ic, oc);
+        else llmk_qlinear(w->qt, out, x, w->q, n, ic, oc);
         if (bias)
             for (size_t r = 0; r < n; r++)
                 for (size_t j = 0; j < oc; j++) out[r * oc + j] += bias[j];
@@ -355,16 +354,15 @@ int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
         for (size_t i = 0; i < counts[s]; i++, N++)
             if (tokens[N] >= V) return llm_errf(err, "token %u is outside the vocabulary of %zu", tokens[N], V);
     }
-    /* Passes whose row count does not depend on the other sequences, so
-     * that the kernels' choice of path (llmk_qlinear's GEMM threshold) and
-     * hence the results do not either: a sequence with several tokens
-     * (a prompt) runs alone; single tokens run together, in groups below
-     * the threshold. */
+    /* Passes whose results for a sequence do not depend on the others: a
+     * sequence with several tokens (a prompt) runs alone, at its own row
+     * count; single tokens (decoding) run together, through the kernels'
+     * rowwise paths (see linear). */
     size_t first = 0, row = 0, out_row = 0;
     while (first < nseq) {
         size_t end = first + 1, rows = counts[first];
         if (counts[first] == 1)
-            while (end < nseq && counts[end] == 1 && end - first < LLMK_QLINEAR_GEMM_ROWS - 1) end++, rows++;
+            while (end < nseq && counts[end] == 1) end++, rows++;
         if (reserve_rows(m, rows)) return llm_errf(err, "out of memory for the activations of %zu rows", rows);
         forward(m, seqs + first, tokens + row, counts + first, end - first, logits + out_row * V, all_logits);
         row += rows;

@@ -8,10 +8,10 @@
  * values of every position so far (n_layers x ctx_len x 2 x kv_dim floats).
  * llm_infer_batch runs new tokens of several sequences in one pass, so the
  * weights are read once for all of them (offline batching, beams, n samples);
- * a sequence's results do not depend on what else is in the batch beyond
- * float rounding of the matrix products (the quantized kernels quantize each
- * row of activations on its own, so at batch sizes below the prefill GEMM's
- * threshold (kernels/llmk.h) they are exactly equal).
+ * a sequence's results do not depend on what else is in the batch, bit for
+ * bit: a prompt runs in a pass of its own, and decoding tokens go through
+ * the kernels' rowwise paths (kernels/llmk.h), where a row's result is what
+ * it would be alone.
  *
  * Opening checks memory first: the bytes the weights take (mapped or
  * converted), one KV cache and the activations, against what the machine can

@@ -252,6 +252,37 @@ TEST(linear_matches_ref)
     printf("# cpu path: %s\n", llmk_cpu_path());
 }
 
+/* Each row of a rowwise call is bit for bit the row alone (rows = 1), for
+ * any row count, thread count and bias; and the plain call agrees with it
+ * while rows <= LLMK_GEMM_SMALL_M. */
+TEST(linear_rowwise_rows_independent)
+{
+    static const size_t shapes[][2] = {{64, 64}, {100, 37}, {2048, 300}, {33, 1000}, {16, 4}};
+    for (int threads = 1; threads <= 2; threads++) {
+        llmk_set_threads(threads);
+        for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+            size_t ic = shapes[s][0], oc = shapes[s][1], R = 19;
+            float *x = malloc(R * ic * 4), *w = malloc(ic * oc * 4), *b = malloc(oc * 4);
+            float *one = malloc(oc * 4), *all = malloc(R * oc * 4), *plain = malloc(R * oc * 4);
+            for (size_t i = 0; i < R * ic; i++) x[i] = urand();
+            for (size_t i = 0; i < ic * oc; i++) w[i] = urand();
+            for (size_t i = 0; i < oc; i++) b[i] = urand();
+            for (size_t rows = 1; rows <= R; rows += (rows < 6 ? 1 : 6)) {
+                const float *bias = rows % 2 ? b : NULL;
+                llmk_linear_forward_rowwise(all, x, w, bias, rows, ic, oc);
+                llmk_linear_forward(plain, x, w, bias, rows, ic, oc);
+                for (size_t r = 0; r < rows; r++) {
+                    llmk_linear_forward(one, x + r * ic, w, bias, 1, ic, oc);
+                    CHECK(memcmp(one, all + r * oc, oc * 4) == 0);
+                    if (rows <= LLMK_GEMM_SMALL_M) CHECK(memcmp(one, plain + r * oc, oc * 4) == 0);
+                }
+            }
+            free(x), free(w), free(b), free(one), free(all), free(plain);
+        }
+    }
+    llmk_set_threads(0);
+}
+
 int main(void)
 {
     unit_seed();
@@ -261,5 +292,6 @@ int main(void)
     RUN(sgemm_few_rows);
     RUN(sgemm_degenerate);
     RUN(linear_matches_ref);
+    RUN(linear_rowwise_rows_independent);
     return unit_done();
 }

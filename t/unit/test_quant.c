@@ -488,6 +488,29 @@ TEST(qlinear_edges)
     }
 }
 
+/* llmk_qlinear_rowwise: each row bit for bit what llmk_qlinear gives it
+ * alone, at row counts on both sides of LLMK_QLINEAR_GEMM_ROWS, every type. */
+TEST(qlinear_rowwise_rows_independent)
+{
+    const size_t ic = 512, oc = 70, R = LLMK_QLINEAR_GEMM_ROWS + 9;
+    for (int t = 0; t < LLMK_QTYPE_COUNT; t++) {
+        size_t wb = llmk_qbytes((llmk_qtype)t, ic * oc);
+        float *wf = malloc(ic * oc * 4), *x = malloc(R * ic * 4), *one = malloc(oc * 4), *all = malloc(R * oc * 4);
+        uint8_t *w = malloc(wb);
+        for (size_t i = 0; i < ic * oc; i++) wf[i] = urand();
+        for (size_t i = 0; i < R * ic; i++) x[i] = urand();
+        llmk_quantize_ref((llmk_qtype)t, w, wf, ic * oc);
+        for (size_t rows = 1; rows <= R; rows += 5) {
+            llmk_qlinear_rowwise((llmk_qtype)t, all, x, w, rows, ic, oc);
+            for (size_t r = 0; r < rows; r++) {
+                llmk_qlinear((llmk_qtype)t, one, x + r * ic, w, 1, ic, oc);
+                CHECK(memcmp(one, all + r * oc, oc * 4) == 0);
+            }
+        }
+        free(wf), free(x), free(one), free(all), free(w);
+    }
+}
+
 int main(void)
 {
     unit_seed();
@@ -500,5 +523,6 @@ int main(void)
     RUN(qlinear_avx512_without_vnni);
     RUN(qlinear_ref_vs_float);
     RUN(qlinear_edges);
+    RUN(qlinear_rowwise_rows_independent);
     return unit_done();
 }
