@@ -83,3 +83,16 @@ llm-quantize -q q8_0 "$out/gpt2-tiny.safetensors" -o "$out/gpt2-tiny-q8_0.safete
 step "llm-infer: 100 tokens from \"In the beginning\", from the q8_0 model"
 llm-infer "$out/gpt2-tiny-q8_0.safetensors" -p "In the beginning" -n 100 --temp 0.8 --seed 1 --ignore-eos -f jsonl |
     jq -r '.text, "(\(.completion_tokens) tokens, \(.tokens_per_s | floor) tokens/s; every verse ends with <|endoftext|>)"'
+
+step "llm-infer: three prompts as one batch, two samples each, and a beam search"
+printf '%s\n' '{"prompt":"And God said","n":2,"seed":3,"max_tokens":24}' \
+    '{"prompt":"Blessed are","n":2,"seed":4,"max_tokens":24}' \
+    '{"prompt":"The LORD is my shepherd","beams":4,"max_tokens":16,"ignore_eos":true}' > "$out/requests.jsonl"
+llm-infer "$out/gpt2-tiny-q8_0.safetensors" --requests "$out/requests.jsonl" -f jsonl --stats |
+    jq -r '.prompt as $p | (.choices // [.])[] | "\($p) |\(.text)"'
+
+step "llm-quantize to nf4 (4-bit NormalFloat, double quantization): perplexity on the validation split"
+llm-quantize -q nf4 "$out/gpt2-tiny.safetensors" -o "$out/gpt2-tiny-nf4.safetensors" | tail -n 1 | jq -c '{type, ratio}'
+for m in gpt2-tiny gpt2-tiny-q8_0 gpt2-tiny-nf4; do
+    printf '%-16s ' "$m"; build/t/llmux-ppl "$out/$m.safetensors" "$out/data/val" | jq -c '{ppl}'
+done
