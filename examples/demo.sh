@@ -84,6 +84,14 @@ step "llm-infer: 100 tokens from \"In the beginning\", from the q8_0 model"
 llm-infer "$out/gpt2-tiny-q8_0.safetensors" -p "In the beginning" -n 100 --temp 0.8 --seed 1 --ignore-eos -f jsonl |
     jq -r '.text, "(\(.completion_tokens) tokens, \(.tokens_per_s | floor) tokens/s; every verse ends with <|endoftext|>)"'
 
+step "llm-eval: the validation loss again, from the model file alone (llm-train's number, to the digit), as a JSON line"
+rm -f "$out/evals.jsonl" "$out/evals.jsonl.lock"
+llm-eval "$out/gpt2-tiny.safetensors" "$out/data/val" | tee -a "$out/evals.jsonl" | jq -c '{task, metrics, counts}'
+
+step "llm-eval: a suite as cron runs it (examples/cron): the validation set, multiple choice with and without shots, last words"
+examples/cron/eval.sh "$out/gpt2-tiny.safetensors" examples/cron/kjv-suite.jsonl "$out/evals.jsonl"
+llm-eval --history "$out/evals.jsonl"
+
 step "llm-infer: three prompts as one batch, two samples each, and a beam search"
 printf '%s\n' '{"prompt":"And God said","n":2,"seed":3,"max_tokens":24}' \
     '{"prompt":"Blessed are","n":2,"seed":4,"max_tokens":24}' \

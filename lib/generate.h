@@ -82,7 +82,7 @@ typedef struct {
     /* done event: the whole choice */
     const char *text;        /* NUL-terminated, cut at a stop string */
     size_t text_len;
-    const uint32_t *ids;     /* the tokens generated (the end or stop token not included) */
+    const uint32_t *ids;     /* the tokens generated: an end or stop token is not included, a stop string's tokens are */
     const double *logprobs;  /* (n_ids) */
     const uint32_t *all_top_ids;  /* (n_ids, n_top) for beams too */
     const double *all_top_lps;
