@@ -511,6 +511,67 @@ TEST(qlinear_rowwise_rows_independent)
     }
 }
 
+/* llmk_qlinear_rowwise from 1 to 20 rows: every row bit for bit what
+ * llmk_qlinear gives it alone (rows = 1), for each type, at several thread
+ * counts, with the rows at shifting offsets in the call (so each row takes
+ * different places in the passes and quads of the multi-row dots). Shapes:
+ * odd oc; for q8_0 and q4_0 whole 16-block steps and a tail (8-block steps
+ * with AVX2), for q4_k ic a multiple of 256. x rows at very different
+ * scales, one all zero; weights both quantized and random bytes (q8_0 codes
+ * of -128, the largest and smallest nibbles). The AVX-512 path runs with
+ * VNNI and, where the processor has it, without (see above). */
+static int rowwise_bitwise(const char *what)
+{
+    enum { MAXR = 20, SHIFT = 3, NX = MAXR + SHIFT };
+    static const size_t shapes[][2] = {{32 * 45, 37}, {256 * 3, 67}, {256 * 9, 5}, {32 * 16, 1}, {256, 19}};
+    static const int threads[] = {1, 2, 3};
+    int bad = 0, saved = llmk_threads();
+    for (int ti = 0; ti < 3; ti++) {
+        llmk_qtype t = TYPES[ti];
+        for (size_t si = 0; si < sizeof shapes / sizeof shapes[0]; si++) {
+            size_t ic = shapes[si][0], oc = shapes[si][1];
+            if (ic % llmk_qtype_traits(t)->block_elems) continue;
+            uint8_t *w = malloc(llmk_qbytes(t, ic) * oc);
+            float *x = malloc(NX * ic * sizeof(float)), *scratch = malloc(ic * oc * sizeof(float));
+            float *alone = malloc(NX * oc * sizeof(float)), *all = malloc(MAXR * oc * sizeof(float));
+            random_blocks(t, w, ic * oc, si & 1, scratch);
+            for (size_t r = 0; r < NX; r++) {
+                float scale = ldexpf(1.0f, (int)(r % 7) * 3 - 9);
+                for (size_t k = 0; k < ic; k++) x[r * ic + k] = r == 5 ? 0.0f : nrand() * scale;
+            }
+            llmk_set_threads(1);
+            for (size_t r = 0; r < NX; r++) llmk_qlinear(t, alone + r * oc, x + r * ic, w, 1, ic, oc);
+            for (int th = 0; th < 3; th++) {
+                llmk_set_threads(threads[th]);
+                for (size_t rows = 1; rows <= MAXR; rows++) {
+                    size_t off = (rows + (size_t)th) % (SHIFT + 1);
+                    for (size_t i = 0; i < rows * oc; i++) all[i] = NAN;
+                    llmk_qlinear_rowwise(t, all, x + off * ic, w, rows, ic, oc);
+                    int b = memcmp(all, alone + off * oc, rows * oc * sizeof(float)) != 0;
+                    if (b)
+                        printf("# %s %s ic %zu oc %zu rows %zu (from row %zu), %d threads: differs from rows alone\n",
+                               what, llmk_qtype_traits(t)->name, ic, oc, rows, off, threads[th]);
+                    bad += b;
+                }
+            }
+            free(w), free(x), free(scratch), free(alone), free(all);
+        }
+    }
+    llmk_set_threads(saved);
+    return bad;
+}
+
+TEST(qlinear_rowwise_bitwise_1_to_20_rows)
+{
+    CHECK(rowwise_bitwise(llmk_cpu_path()) == 0);
+    llmk_cpu_features *f = (llmk_cpu_features *)llmk_cpu();
+    if (f->avx512vnni) {
+        f->avx512vnni = 0;
+        CHECK(rowwise_bitwise("avx512-novnni") == 0);
+        f->avx512vnni = 1;
+    }
+}
+
 int main(void)
 {
     unit_seed();
@@ -524,5 +585,6 @@ int main(void)
     RUN(qlinear_ref_vs_float);
     RUN(qlinear_edges);
     RUN(qlinear_rowwise_rows_independent);
+    RUN(qlinear_rowwise_bitwise_1_to_20_rows);
     return unit_done();
 }
