@@ -39,6 +39,7 @@
  * blocks are cut into one contiguous range per thread of equal total cost,
  * so the split is even for any B, H, T, including B*H below the threads. */
 #include "llmk.h"
+#include "attn_simd.h"
 
 #include <immintrin.h>
 #include <math.h>
@@ -133,37 +134,6 @@ static void pack_rows(float *X, const float *x, size_t T, size_t D, size_t C3)
 /* AVX-512                                                                */
 /* ===================================================================== */
 
-/* dst[c * ldd + r] = src[r * lds + c] for r, c < 16: four rounds of
- * shuffles (32-bit, 64-bit, then two of 128-bit lanes). */
-AVX512 static void transpose16_512(float *dst, size_t ldd, const float *src, size_t lds)
-{
-    __m512 a[16], t[16];
-#pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) a[i] = _mm512_loadu_ps(src + (size_t)i * lds);
-#pragma GCC unroll 8
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(a[2 * i], a[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(a[2 * i], a[2 * i + 1]);
-    }
-    /* a[4g + k]: rows 4g .. 4g+3 of columns k, k+4, k+8, k+12 (one per 128-bit lane) */
-#pragma GCC unroll 4
-    for (int g = 0; g < 4; g++) {
-        a[4 * g + 0] = _mm512_shuffle_ps(t[4 * g + 0], t[4 * g + 2], 0x44);
-        a[4 * g + 1] = _mm512_shuffle_ps(t[4 * g + 0], t[4 * g + 2], 0xee);
-        a[4 * g + 2] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0x44);
-        a[4 * g + 3] = _mm512_shuffle_ps(t[4 * g + 1], t[4 * g + 3], 0xee);
-    }
-#pragma GCC unroll 4
-    for (int k = 0; k < 4; k++) {
-        __m512 v = _mm512_shuffle_f32x4(a[k], a[4 + k], 0x88), w = _mm512_shuffle_f32x4(a[k], a[4 + k], 0xdd);
-        __m512 v2 = _mm512_shuffle_f32x4(a[8 + k], a[12 + k], 0x88), w2 = _mm512_shuffle_f32x4(a[8 + k], a[12 + k], 0xdd);
-        _mm512_storeu_ps(dst + (size_t)k * ldd, _mm512_shuffle_f32x4(v, v2, 0x88));
-        _mm512_storeu_ps(dst + (size_t)(k + 8) * ldd, _mm512_shuffle_f32x4(v, v2, 0xdd));
-        _mm512_storeu_ps(dst + (size_t)(k + 4) * ldd, _mm512_shuffle_f32x4(w, w2, 0x88));
-        _mm512_storeu_ps(dst + (size_t)(k + 12) * ldd, _mm512_shuffle_f32x4(w, w2, 0xdd));
-    }
-}
-
 /* pack_transposed with whole 16 x 16 tiles in registers; the ragged edges
  * (T or D not a multiple of 16) element by element */
 AVX512 static void pack_transposed512(float *Kt, const float *x, size_t T, size_t Tp, size_t D, size_t C3)
@@ -177,30 +147,6 @@ AVX512 static void pack_transposed512(float *Kt, const float *x, size_t T, size_
             for (size_t d = d0; d < D && d < d0 + 16; d++)
                 for (size_t j = j0; j < j0 + 16; j++) Kt[d * Tp + j] = j < T ? x[j * C3 + d] : 0;
         }
-}
-
-/* e^x for x <= 0, the softmax's arguments (-inf and NaN allowed): x = n ln2
- * + r with |r| <= ln2/2, e^r by Cephes' expf polynomial (about 1 ulp),
- * times 2^n by scalef. Below ln(FLT_MIN) it returns 0 where expf gives a
- * subnormal: an absolute difference under 1.2e-38. NaN stays NaN (max and
- * min return their second operand when either is NaN). */
-INLINE512 __m512 exp512(__m512 x)
-{
-    const __m512 lo = _mm512_set1_ps(-87.33654475f), hi = _mm512_set1_ps(88.3762626647949f);
-    __mmask16 tiny = _mm512_cmp_ps_mask(x, lo, _CMP_LT_OQ);
-    x = _mm512_min_ps(hi, _mm512_max_ps(lo, x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);   /* ln2 in two parts */
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
-    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
-    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
-    return _mm512_maskz_mov_ps((__mmask16)~tiny, _mm512_scalef_ps(p, n));
 }
 
 static __mmask16 tail_mask16(size_t k) { return (__mmask16)(k >= 16 ? 0xffff : (1u << k) - 1); }
@@ -414,29 +360,6 @@ INLINE2 float hmax256(__m256 v)
 INLINE2 __m256i tail_mask8(size_t k)
 {
     return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(k < 8 ? k : 8)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
-/* as exp512; 2^n built in the exponent field (n in [-126, 127] after the
- * clamp, so it is a normal float) */
-INLINE2 __m256 exp256(__m256 x)
-{
-    const __m256 lo = _mm256_set1_ps(-87.33654475f), hi = _mm256_set1_ps(88.3762626647949f);
-    __m256 tiny = _mm256_cmp_ps(x, lo, _CMP_LT_OQ);
-    x = _mm256_min_ps(hi, _mm256_max_ps(lo, x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
-    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
-    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256 pow2n = _mm256_castsi256_ps(
-        _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23));
-    return _mm256_andnot_ps(tiny, _mm256_mul_ps(p, pow2n));
 }
 
 /* 16 columns from j0 (np is a multiple of 16) for the R rows */
