@@ -146,7 +146,8 @@ static json_t *bin_json(const unsigned char *p, size_t n, int width)
     return a;
 }
 
-static json_t *object_json(const llm_stream_reader *r, const msgpack_object *o, int token_width)
+/* in_key: o is (inside) a map key being rendered */
+static json_t *object_json(const llm_stream_reader *r, const msgpack_object *o, int token_width, int in_key)
 {
     switch (o->type) {
     case MSGPACK_OBJECT_NIL: return json_null();
@@ -166,15 +167,20 @@ static json_t *object_json(const llm_stream_reader *r, const msgpack_object *o, 
     case MSGPACK_OBJECT_ARRAY: {
         json_t *a = json_array();
         for (uint32_t i = 0; i < o->via.array.size; i++)
-            json_array_append_new(a, object_json(r, &o->via.array.ptr[i], 1));
+            json_array_append_new(a, object_json(r, &o->via.array.ptr[i], 1, in_key));
         return a;
     }
     case MSGPACK_OBJECT_MAP: {
         json_t *m = json_object();
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object *k = &o->via.map.ptr[i].key, *v = &o->via.map.ptr[i].val;
+            /* a key that is a map or array shows as its JSON text; one inside
+             * such a key only as a placeholder, or nesting would escape the
+             * quotes of every level again: exponential text */
+            int container = k->type == MSGPACK_OBJECT_MAP || k->type == MSGPACK_OBJECT_ARRAY;
             json_t *key = k->type == MSGPACK_OBJECT_STR ? string_json(k->via.str.ptr, k->via.str.size)
-                                                        : object_json(r, k, 1);
+                          : container && in_key    ? json_string(k->type == MSGPACK_OBJECT_MAP ? "<map>" : "<array>")
+                                                   : object_json(r, k, 1, 1);
             char *text = json_is_string(key) ? strdup(json_string_value(key)) : json_dumps(key, JSON_ENCODE_ANY | JSON_COMPACT);
             json_decref(key);
             if (!text) continue;
@@ -182,7 +188,7 @@ static json_t *object_json(const llm_stream_reader *r, const msgpack_object *o, 
             if (r && k->type == MSGPACK_OBJECT_STR && v->type == MSGPACK_OBJECT_BIN &&
                 llm_sr_is_token_field(r, k->via.str.ptr, k->via.str.size))
                 width = llm_sr_token_width(r);
-            json_object_set_new(m, text, object_json(NULL, v, width));
+            json_object_set_new(m, text, object_json(NULL, v, width, in_key));
             free(text);
         }
         return m;
@@ -193,5 +199,5 @@ static json_t *object_json(const llm_stream_reader *r, const msgpack_object *o, 
 
 json_t *llm_describe_record(const llm_stream_reader *r, const msgpack_object *rec)
 {
-    return object_json(r, rec, 1);
+    return object_json(r, rec, 1, 0);
 }

@@ -435,3 +435,12 @@ EOF
     [ -z "$stderr" ]
     [[ $output == '{"type":"h status 141' || $output == '{"type":"h status 0' ]]
 }
+
+@test "map keys that are maps nested in map keys: shown with placeholders, at once (was exponential)" {
+    # found by the stream fuzzer: each level of keys escaped the quotes of the levels below again
+    python3 -c 'import sys; sys.stdout.buffer.write(bytes.fromhex(sys.argv[1]))' 87a474797065a6686561646572a6666f726d6174ac6c6c6d75782d73747265616da776657273696f6e01a46b696e64a4646f6373ab746f6b656e5f776964746804a9746f6b656e697a6572a77465737467656eaa766f6361625f73697a65ce00030d4084a474797065a3646f63a2696400a6746f32656e73c40400000000a481818181818181818181818181818181818181818181814179008181818181818181818125818181810000000000000000000000000000000000000000d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6d6c8ffffffd6d6d6d6736bc402000184a474736bc40301000182a474797065a3656e64a77265636f7264730a > "$BATS_TEST_TMPDIR/nested-keys.stream"
+    run timeout 10 "$INSPECT" "$BATS_TEST_TMPDIR/nested-keys.stream"
+    [ "$status" -eq 1 ]
+    [[ "${lines[1]}" == *'<map>'* ]]
+    [[ "$output" == *"nested-keys.stream: record at byte 238 is not a map"* ]]
+}
