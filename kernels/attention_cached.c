@@ -52,8 +52,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, const float *k, const float *v,
-                               size_t kv_stride, size_t n, size_t pos0, size_t H, size_t KVH, size_t D)
+void llmk_attention_paged_ref(float *out, const float *q, size_t q_stride, const float *const *kb,
+                              const float *const *vb, size_t blen, size_t kv_stride, size_t n, size_t pos0, size_t H,
+                              size_t KVH, size_t D)
 {
     if (!H || !KVH || H % KVH) return;
     double scale = 1.0 / sqrt((double)D);
@@ -67,7 +68,7 @@ void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, cons
             size_t kvh = h / group;
             double mx = -INFINITY, sum = 0;
             for (size_t j = 0; j < len; j++) {
-                const float *kj = k + j * kv_stride + kvh * D;
+                const float *kj = kb[j / blen] + j % blen * kv_stride + kvh * D;
                 double s = 0;
                 for (size_t d = 0; d < D; d++) s += (double)qh[d] * kj[d];
                 p[j] = s * scale;
@@ -77,7 +78,7 @@ void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, cons
             float *o = out + i * H * D + h * D;
             for (size_t d = 0; d < D; d++) {
                 double acc = 0;
-                for (size_t j = 0; j < len; j++) acc += p[j] * v[j * kv_stride + kvh * D + d];
+                for (size_t j = 0; j < len; j++) acc += p[j] * vb[j / blen][j % blen * kv_stride + kvh * D + d];
                 o[d] = (float)(acc / sum);
             }
         }
@@ -85,12 +86,22 @@ void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, cons
     free(p);
 }
 
+/* the contiguous cache is one block of every position */
+static size_t one_block(size_t pos0, size_t n) { return (pos0 + n + 31) / 32 * 32; }
+
+void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, const float *k, const float *v,
+                               size_t kv_stride, size_t n, size_t pos0, size_t H, size_t KVH, size_t D)
+{
+    llmk_attention_paged_ref(out, q, q_stride, &k, &v, one_block(pos0, n), kv_stride, n, pos0, H, KVH, D);
+}
+
 /* ---- scalar: the (query, head) pairs spread over the threads ---- */
 
 typedef struct {
     float *out;
-    const float *q, *k, *v;
-    size_t q_stride, kv_stride, pos0, H, KVH, D;
+    const float *q;
+    const float *const *kb, *const *vb;
+    size_t blen, q_stride, kv_stride, pos0, H, KVH, D;
 } cached_ctx;
 
 static void cached_range(void *arg, size_t begin, size_t end)
@@ -105,7 +116,7 @@ static void cached_range(void *arg, size_t begin, size_t end)
         const float *qh = c->q + i * c->q_stride + h * D;
         float mx = -INFINITY;
         for (size_t j = 0; j < len; j++) {
-            const float *kj = c->k + j * c->kv_stride + kvh * D;
+            const float *kj = c->kb[j / c->blen] + j % c->blen * c->kv_stride + kvh * D;
             float s = 0;
             for (size_t d = 0; d < D; d++) s += qh[d] * kj[d];
             p[j] = s * scale;
@@ -115,7 +126,7 @@ static void cached_range(void *arg, size_t begin, size_t end)
         for (size_t j = 0; j < len; j++) sum += (p[j] = expf(p[j] - mx));
         memset(acc, 0, D * sizeof *acc);
         for (size_t j = 0; j < len; j++) {
-            const float *vj = c->v + j * c->kv_stride + kvh * D;
+            const float *vj = c->vb[j / c->blen] + j % c->blen * c->kv_stride + kvh * D;
             float pj = p[j];
             for (size_t d = 0; d < D; d++) acc[d] += pj * vj[d];
         }
@@ -126,10 +137,11 @@ static void cached_range(void *arg, size_t begin, size_t end)
     free(acc);
 }
 
-static void cached_scalar(float *out, const float *q, size_t q_stride, const float *k, const float *v,
-                          size_t kv_stride, size_t n, size_t pos0, size_t H, size_t KVH, size_t D)
+static void cached_scalar(float *out, const float *q, size_t q_stride, const float *const *kb,
+                          const float *const *vb, size_t blen, size_t kv_stride, size_t n, size_t pos0, size_t H,
+                          size_t KVH, size_t D)
 {
-    cached_ctx c = {out, q, k, v, q_stride, kv_stride, pos0, H, KVH, D};
+    cached_ctx c = {out, q, kb, vb, blen, q_stride, kv_stride, pos0, H, KVH, D};
     /* a grain of a few heads: short contexts are not worth a thread */
     llmk_parallel_for(n * H, (pos0 + n) * D < 4096 ? n * H : 2, cached_range, &c);
 }
@@ -142,8 +154,9 @@ static void cached_scalar(float *out, const float *q, size_t q_stride, const flo
 
 typedef struct {
     float *out;
-    const float *q, *k, *v;
-    size_t q_stride, kv_stride, n, pos0, H, KVH, D, group;
+    const float *q;
+    const float *const *kb, *const *vb;   /* the cache's blocks of blen positions */
+    size_t blen, q_stride, kv_stride, n, pos0, H, KVH, D, group;
     size_t NR, nib;     /* rows per item (a multiple of 16); items per kv head */
     size_t hc;          /* few: kv heads per item (all their rows, under W of them) */
     int few;
@@ -166,6 +179,11 @@ typedef struct {
 } item_t;
 
 static inline size_t min_zi(size_t a, size_t b) { return a < b ? a : b; }
+
+/* the key and value rows of position j0 on: a tile (BK positions from a
+ * multiple of BK) lies inside one block */
+static inline const float *key_rows(const cctx *c, size_t j0) { return c->kb[j0 / c->blen] + j0 % c->blen * c->kv_stride; }
+static inline const float *value_rows(const cctx *c, size_t j0) { return c->vb[j0 / c->blen] + j0 % c->blen * c->kv_stride; }
 
 #define CACHED_SIMD_BODY 1
 
@@ -407,15 +425,22 @@ static float *workspace(size_t floats)
 void llmk_attention_cached(float *out, const float *q, size_t q_stride, const float *k, const float *v, size_t kv_stride,
                            size_t n, size_t pos0, size_t H, size_t KVH, size_t D)
 {
-    if (!H || !KVH || H % KVH || !n || !D) return;
+    llmk_attention_paged(out, q, q_stride, &k, &v, one_block(pos0, n), kv_stride, n, pos0, H, KVH, D);
+}
+
+void llmk_attention_paged(float *out, const float *q, size_t q_stride, const float *const *kb,
+                          const float *const *vb, size_t blen, size_t kv_stride, size_t n, size_t pos0, size_t H,
+                          size_t KVH, size_t D)
+{
+    if (!H || !KVH || H % KVH || !n || !D || !blen) return;
     int level = isa();
-    if (!level || pos0 + n > (size_t)INT32_MAX) {
-        cached_scalar(out, q, q_stride, k, v, kv_stride, n, pos0, H, KVH, D);
+    if (!level || pos0 + n > (size_t)INT32_MAX || (blen % BK && blen < pos0 + n)) {
+        cached_scalar(out, q, q_stride, kb, vb, blen, kv_stride, n, pos0, H, KVH, D);
         return;
     }
     cctx c, *cp = &c;
     memset(cp, 0, sizeof c);
-    cp->out = out, cp->q = q, cp->k = k, cp->v = v;
+    cp->out = out, cp->q = q, cp->kb = kb, cp->vb = vb, cp->blen = blen;
     cp->q_stride = q_stride, cp->kv_stride = kv_stride, cp->n = n, cp->pos0 = pos0;
     cp->H = H, cp->KVH = KVH, cp->D = D, cp->group = H / KVH;
     cp->scale = (float)(1.0 / sqrt((double)D));
@@ -467,7 +492,7 @@ void llmk_attention_cached(float *out, const float *q, size_t q_stride, const fl
     }
     cp->ws = workspace(parts * cp->ws_floats);
     if (!cp->ws) {
-        cached_scalar(out, q, q_stride, k, v, kv_stride, n, pos0, H, KVH, D);
+        cached_scalar(out, q, q_stride, kb, vb, blen, kv_stride, n, pos0, H, KVH, D);
         return;
     }
     if (parts == 1) parts_fn(cp, 0, 1);
@@ -820,7 +845,7 @@ ISA_ATTR static void NAME(item_few)(const cctx *c, size_t g0, size_t nh, size_t 
         size_t r0 = 0;
         while (t[r0] < j0) r0++;
         for (size_t hh = 0; hh < nh; hh++) {
-            const float *kt = c->k + j0 * kvs + (g0 + hh) * D, *vt = c->v + j0 * kvs + (g0 + hh) * D;
+            const float *kt = key_rows(c, j0) + (g0 + hh) * D, *vt = value_rows(c, j0) + (g0 + hh) * D;
             for (size_t c0 = 0; c0 < BK; c0 += W) {
                 if (c0 + W <= nk) {
                     for (size_t d0 = 0; d0 < D; d0 += W) TRANSPOSE(Kt + d0 * BK + c0, BK, kt + c0 * kvs + d0, kvs);
@@ -874,7 +899,6 @@ ISA_ATTR static void NAME(item)(const cctx *c, size_t g, size_t rho0, size_t nr,
     }
     memset(O, 0, D * NRp * sizeof *O);
     const size_t tmax = (size_t)T[NRp - 1];
-    const float *kg = c->k + g * D, *vg = c->v + g * D;
     /* keys straight from the cache when each is read once (one block of
      * row vectors), else copied: cache rows are often a multiple of 1 KiB
      * apart and would share a few L1 sets. Values always: the channel
@@ -884,11 +908,12 @@ ISA_ATTR static void NAME(item)(const cctx *c, size_t g, size_t rho0, size_t nr,
         const size_t nk = min_zi(BK, tmax + 1 - j0);
         size_t v0 = 0;
         while ((size_t)T[v0 * W + W - 1] < j0) v0++;
+        const float *kt = key_rows(c, j0) + g * D, *vt = value_rows(c, j0) + g * D;
         for (size_t jj = 0; jj < nk; jj++) {
-            if (copy_k) NAME(copy_row)(Kc + jj * D, kg + (j0 + jj) * kvs, D, 1.0f);
-            NAME(copy_row)(Vc + jj * D, vg + (j0 + jj) * kvs, D, 1.0f);
+            if (copy_k) NAME(copy_row)(Kc + jj * D, kt + jj * kvs, D, 1.0f);
+            NAME(copy_row)(Vc + jj * D, vt + jj * kvs, D, 1.0f);
         }
-        s.K = copy_k ? Kc : kg + j0 * kvs, s.ks = copy_k ? D : kvs;
+        s.K = copy_k ? Kc : kt, s.ks = copy_k ? D : kvs;
         s.V = Vc, s.vs = D;
         for (size_t v = v0; v < nv; v += RV_MAX) NAME(scores)(&s, v, (int)min_zi(RV_MAX, nv - v), nk, j0);
         NAME(softmax_all)(&s, v0, nv, nk);

@@ -171,6 +171,18 @@ void llmk_attention_cached_ref(float *out, const float *q, size_t q_stride, cons
 void llmk_attention_cached(float *out, const float *q, size_t q_stride, const float *k, const float *v, size_t kv_stride,
                            size_t n, size_t pos0, size_t H, size_t KVH, size_t D);
 
+/* The same over a paged cache: the rows of positions j are in blocks of
+ * block_len, position j's key row at k_blocks[j / block_len] + (j %
+ * block_len) * kv_stride (values alike). block_len is a multiple of 32 (the
+ * SIMD paths' tile of keys), or at least pos0 + n (one block). The results
+ * are those of the contiguous cache, bit for bit. */
+void llmk_attention_paged_ref(float *out, const float *q, size_t q_stride, const float *const *k_blocks,
+                              const float *const *v_blocks, size_t block_len, size_t kv_stride, size_t n, size_t pos0,
+                              size_t H, size_t KVH, size_t D);
+void llmk_attention_paged(float *out, const float *q, size_t q_stride, const float *const *k_blocks,
+                          const float *const *v_blocks, size_t block_len, size_t kv_stride, size_t n, size_t pos0,
+                          size_t H, size_t KVH, size_t D);
+
 /* ---- causal self-attention ----
  * qkv (B, T, (H + 2*KVH) * D): per row the H query heads, then KVH key
  * heads, then KVH value heads (grouped-query: query head h reads kv head

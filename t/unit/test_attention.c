@@ -633,6 +633,47 @@ TEST(cached_rows_do_not_depend_on_batching)
     CHECK(bad == 0);
 }
 
+/* A paged cache (llmk_attention_paged) gives the contiguous cache's bits:
+ * the same rows copied into blocks of 32 or 64 positions laid out in
+ * reverse order in one buffer, with NaN between them (a block read past its
+ * end or at the wrong place shows), and the ref alike. */
+TEST(paged_matches_contiguous)
+{
+    cshape shapes[] = {{1, 0, 4, 4, 64}, {1, 95, 32, 8, 64}, {1, 500, 8, 2, 128}, {3, 31, 4, 1, 80},
+                       {70, 37, 8, 2, 64}, {40, 0, 32, 8, 128}, {5, 90, 16, 1, 64}, {20, 3, 12, 4, 33}};
+    static const size_t blens[] = {32, 64};
+    int bad = 0;
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
+        for (size_t bi = 0; bi < 2; bi++) {
+            cshape s = shapes[si];
+            cinputs in = cached_inputs(s, 2);
+            size_t HD = s.H * s.D, len = s.pos0 + s.n, bl = blens[bi], nb = (len + bl - 1) / bl;
+            size_t bfloats = (bl + 1) * in.kvs;   /* a block and a row of NaN */
+            float *kbuf = alloc_f(nb * bfloats), *vbuf = alloc_f(nb * bfloats);
+            const float **kb = malloc(nb * sizeof *kb), **vb = malloc(nb * sizeof *vb);
+            fill_nan(kbuf, nb * bfloats), fill_nan(vbuf, nb * bfloats);
+            for (size_t b = 0; b < nb; b++) {
+                size_t at = (nb - 1 - b) * bfloats, rows = b + 1 < nb ? bl : len - b * bl;
+                memcpy(kbuf + at, in.k + b * bl * in.kvs, rows * in.kvs * 4);
+                memcpy(vbuf + at, in.v + b * bl * in.kvs, rows * in.kvs * 4);
+                kb[b] = kbuf + at, vb[b] = vbuf + at;
+            }
+            float *want = alloc_f(s.n * HD), *got = alloc_f(s.n * HD), *ref = alloc_f(HD), *pref = alloc_f(HD);
+            cached_run(want, in, s);
+            llmk_attention_paged(got, in.q, in.qs, kb, vb, bl, in.kvs, s.n, s.pos0, s.H, s.KVH, s.D);
+            bad += memcmp(want, got, s.n * HD * 4) != 0;
+            size_t i = s.n - 1;
+            llmk_attention_cached_ref(ref, in.q + i * in.qs, in.qs, in.k, in.v, in.kvs, 1, s.pos0 + i, s.H, s.KVH, s.D);
+            llmk_attention_paged_ref(pref, in.q + i * in.qs, in.qs, kb, vb, bl, in.kvs, 1, s.pos0 + i, s.H, s.KVH, s.D);
+            bad += memcmp(ref, pref, HD * 4) != 0;
+            if (bad) printf("# paged n=%zu pos0=%zu H=%zu KVH=%zu D=%zu block %zu differs\n", s.n, s.pos0, s.H, s.KVH,
+                            s.D, bl);
+            free(want), free(got), free(ref), free(pref), free(kbuf), free(vbuf), free(kb), free(vb);
+            cached_free(in);
+        }
+    CHECK(bad == 0);
+}
+
 /* 1, 2 and 3 threads give the same bits, over shapes whose work items are
  * fewer than, as many as and many more than the threads (and are cut
  * differently for different thread counts). */
@@ -692,6 +733,7 @@ int main(void)
     RUN(cached_matches_ref);
     RUN(cached_rows_do_not_depend_on_batching);
     RUN(cached_threads_do_not_change_results);
+    RUN(paged_matches_contiguous);
     RUN(cached_bad_shapes_do_nothing);
     return unit_done();
 }
