@@ -42,6 +42,8 @@ typedef struct request {
     uint32_t *stop_ids;
     llm_logit_bias *bias;
     size_t n_prompt;         /* choices' hist starts with the prompt */
+    size_t n_cached;         /* its first tokens whose KV blocks were found (prefix sharing) */
+    size_t kv_blocks;        /* the KV blocks it could need (reserved while it runs) */
     int started, prefilled;
     choice *ch;
     size_t nch, live;        /* choices (sampling: n; beams: beams), running ones */
@@ -59,6 +61,8 @@ struct llm_gen {
     llm_gen_event_fn fn;
     void *ctx;
     size_t max_seqs, used_seqs, V, tok_vocab;
+    size_t kv_reserved;      /* KV blocks the running requests could need */
+    int share;
     llm_infer_seq **pool;    /* free sequences */
     size_t npool;
     uint32_t eos;
@@ -157,6 +161,41 @@ size_t llm_gen_pending(const llm_gen *g)
 
 static size_t seqs_needed(const llm_gen_params *p) { return p->beams >= 2 ? p->beams : p->n; }
 
+/* The most KV blocks a request can hold at once: each choice's positions up
+ * to max_tokens or the context, the prompt's full blocks counted once (the
+ * choices share them; a full block is never written again). */
+static size_t kv_blocks_needed(const llm_gen *g, size_t n_prompt, const llm_gen_params *p)
+{
+    size_t ctx = llm_infer_config(g->m)->ctx_len, len = n_prompt + p->max_tokens, nch = seqs_needed(p);
+    if (len > ctx || len < n_prompt) len = ctx;
+    size_t per = (len + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK;
+    return nch * per - (nch - 1) * (n_prompt / LLM_KV_BLOCK);
+}
+
+static size_t kv_budget(const llm_gen *g)
+{
+    llm_infer_kv st;
+    llm_infer_kv_stats(g->m, &st);
+    return st.max;
+}
+
+void llm_gen_share_prefixes(llm_gen *g, int on)
+{
+    g->share = on;
+    llm_infer_share_prefixes(g->m, on);
+}
+
+void llm_gen_stats(const llm_gen *g, llm_gen_counts *st)
+{
+    memset(st, 0, sizeof *st);
+    for (const request *r = g->head; r; r = r->next) {
+        if (!r->started) { st->waiting++; continue; }
+        st->running++;
+        st->running_seqs += r->nch;
+    }
+    st->kv_reserved = g->kv_reserved;
+}
+
 int llm_gen_add(llm_gen *g, const uint32_t *prompt, size_t n, const llm_gen_params *p, void *user, llm_err *err)
 {
     const llm_config *c = llm_infer_config(g->m);
@@ -172,12 +211,17 @@ int llm_gen_add(llm_gen *g, const uint32_t *prompt, size_t n, const llm_gen_para
         return llm_errf(err, "top_logprobs must be at most %d", LLM_GEN_MAX_TOP_LOGPROBS);
     if (seqs_needed(p) > g->max_seqs)
         return llm_errf(err, "the request needs %zu sequences; at most %zu run at once", seqs_needed(p), g->max_seqs);
+    size_t budget = kv_budget(g), kvb = kv_blocks_needed(g, n, p);
+    if (budget && kvb > budget)
+        return llm_errf(err, "the request could need %zu KV cache blocks (prompt and max_tokens for %zu choices); "
+                             "the cache has %zu", kvb, seqs_needed(p), budget);
     request *r = calloc(1, sizeof *r);
     if (!r) return llm_errf(err, "out of memory");
     r->user = user;
     r->p = *p;
     if (r->p.top_logprobs > g->V) r->p.top_logprobs = g->V;   /* a vocabulary smaller than what is asked */
     r->n_prompt = n;
+    r->kv_blocks = kvb;
     r->nch = seqs_needed(p);
     r->ch = calloc(r->nch, sizeof *r->ch);
     r->stop = calloc(p->n_stop + 1, sizeof *r->stop);
@@ -322,7 +366,7 @@ static void emit_done(llm_gen *g, const request *r, size_t index, const uint32_t
     llm_gen_event e = {.user = r->user, .choice = index, .done = 1, .text = text->data ? text->data : "",
                        .text_len = text->len, .ids = ids, .logprobs = lps, .all_top_ids = top_ids,
                        .all_top_lps = top_lps, .n_top = r->p.top_logprobs, .n_ids = n, .score = score,
-                       .finish = finish, .prompt_tokens = r->n_prompt};
+                       .finish = finish, .prompt_tokens = r->n_prompt, .cached_tokens = r->n_cached};
     g->fn(g->ctx, &e);
 }
 
@@ -359,7 +403,7 @@ static int sample_next(llm_gen *g, request *r, size_t index, llm_err *err)
     llm_gen_event e = {.user = r->user, .choice = index, .id = id, .logprob = lp,
                        .top_ids = k ? c->top_ids + (out_n - 1) * k : NULL, .top_lps = k ? c->top_lps + (out_n - 1) * k : NULL,
                        .n_top = k, .delta = c->text.data + c->emitted, .delta_len = ready - c->emitted,
-                       .prompt_tokens = r->n_prompt};
+                       .prompt_tokens = r->n_prompt, .cached_tokens = r->n_cached};
     g->fn(g->ctx, &e);
     c->emitted = ready;
     if (at >= 0) finish_choice(g, r, index, "stop");
@@ -528,24 +572,52 @@ static int beam_step(llm_gen *g, request *r, llm_err *err)
 
 /* ---- the step ---- */
 
+int llm_gen_cancel(llm_gen *g, void *user)
+{
+    int found = 0;
+    request **pp = &g->head;
+    g->tail = NULL;
+    while (*pp) {
+        request *r = *pp;
+        if (r->user != user) {
+            g->tail = r;
+            pp = &r->next;
+            continue;
+        }
+        *pp = r->next;
+        if (r->started) {
+            g->kv_reserved -= r->kv_blocks;
+            for (size_t i = 0; i < r->nch; i++) seq_give(g, &r->ch[i].seq);
+            while (r->nspare) seq_give(g, &r->spare[--r->nspare]);
+        }
+        request_free(r);
+        found = 1;
+    }
+    return found;
+}
+
 int llm_gen_step(llm_gen *g, llm_err *err)
 {
     /* start queued requests, in order, while their sequences fit */
     for (request *r = g->head; r; r = r->next) {
         if (r->started) continue;
         if (seqs_free(g) < r->nch) break;
+        size_t budget = kv_budget(g);
+        if (budget && g->kv_reserved + r->kv_blocks > budget) break;
         if (!(r->ch[0].seq = seq_take(g, err))) return -1;
+        r->n_cached = g->share ? llm_infer_seq_reuse(r->ch[0].seq, r->ch[0].hist.v, r->n_prompt) : 0;
         for (size_t i = 1; i < r->nch; i++) {
             llm_infer_seq **to = r->p.beams >= 2 ? &r->spare[r->nspare++] : &r->ch[i].seq;
             if (!(*to = seq_take(g, err))) return -1;
         }
         r->started = 1;
+        g->kv_reserved += r->kv_blocks;
     }
     /* the batch: prompts to prefill, then every running choice's last token */
     size_t nseq = 0, ntok = 0;
     for (request *r = g->head; r; r = r->next) {
         if (!r->started) continue;
-        if (!r->prefilled) nseq++, ntok += r->n_prompt;
+        if (!r->prefilled) nseq++, ntok += r->n_prompt - r->n_cached;
         else nseq += r->live, ntok += r->live;
     }
     if (nseq == 0) return g->head ? llm_errf(err, "internal: queued requests cannot start") : 0;
@@ -572,10 +644,11 @@ int llm_gen_step(llm_gen *g, llm_err *err)
     for (request *r = g->head; r; r = r->next) {
         if (!r->started) continue;
         if (!r->prefilled) {
+            size_t run = r->n_prompt - r->n_cached;
             g->bseq[s] = r->ch[0].seq;
-            g->bcount[s++] = r->n_prompt;
-            memcpy(g->btok + t, r->ch[0].hist.v, r->n_prompt * sizeof *g->btok);
-            t += r->n_prompt;
+            g->bcount[s++] = run;
+            memcpy(g->btok + t, r->ch[0].hist.v + r->n_cached, run * sizeof *g->btok);
+            t += run;
             continue;
         }
         for (size_t i = 0; i < r->nch; i++)
@@ -626,6 +699,7 @@ int llm_gen_step(llm_gen *g, llm_err *err)
         request *r = *pp;
         if (r->started && r->live == 0) {
             *pp = r->next;
+            g->kv_reserved -= r->kv_blocks;
             request_free(r);
         } else {
             g->tail = r;

@@ -31,6 +31,13 @@
  * the choices. Stop strings cut the finished text (they do not steer the
  * search); nothing is reported before the search ends.
  *
+ * KV cache: with a budget of blocks (llm_infer_kv_limit), a request starts
+ * only when the blocks it could need (each choice's prompt and max_tokens,
+ * the prompt's full blocks counted once) fit beside those the running
+ * requests could need, so a pass never runs out of blocks; until then it
+ * waits, in order. A request that could need more than the budget is
+ * refused by llm_gen_add.
+ *
  * Stops: the model's end token (unless ignore_eos), any of stop_ids, a stop
  * string (the text is cut before it; text that could still become a stop
  * string is held back from llm_gen_event's delta until it cannot), max_tokens,
@@ -90,6 +97,7 @@ typedef struct {
     double score;            /* beam search: the hypothesis' score; sampling: the sum of logprobs */
     const char *finish;      /* "stop" or "length" */
     size_t prompt_tokens;
+    size_t cached_tokens;    /* of the prompt's, those whose KV blocks were shared, not run */
 } llm_gen_event;
 
 typedef void (*llm_gen_event_fn)(void *ctx, const llm_gen_event *e);
@@ -115,5 +123,21 @@ int llm_gen_step(llm_gen *g, llm_err *err);
 
 /* Requests queued or running. */
 size_t llm_gen_pending(const llm_gen *g);
+
+/* Removes the request added with `user` (queued or running), freeing its
+ * sequences, with no more events; returns whether there was one. */
+int llm_gen_cancel(llm_gen *g, void *user);
+
+/* Prefix sharing (off by default): a request starts with the KV blocks of
+ * an earlier prompt that began with the same whole blocks of tokens
+ * (lib/infer.h llm_infer_seq_reuse) and runs only the rest. */
+void llm_gen_share_prefixes(llm_gen *g, int on);
+
+typedef struct {
+    size_t waiting, running; /* requests */
+    size_t running_seqs;
+    size_t kv_reserved;      /* KV blocks the running requests could need */
+} llm_gen_counts;
+void llm_gen_stats(const llm_gen *g, llm_gen_counts *st);
 
 #endif

@@ -2,6 +2,7 @@
  * N new rows (of all sequences in a pass); C = dim; QD = n_heads * head_dim;
  * KVD = n_kv_heads * head_dim; F = ffn_dim. */
 #include "infer.h"
+#include "kvpool.h"
 #include "llmk.h"
 #include "safetensors.h"
 #include "sysmem.h"
@@ -23,9 +24,16 @@ typedef struct {
     matrix q, k, v, o, gate, up, down;
 } layer;
 
+/* A sequence: a block table into the model's pool (lib/kvpool.h); block
+ * i holds positions i B .. i B + B - 1 (B = LLM_KV_BLOCK) of every layer,
+ * (L, 2, B, KVD): per layer the keys, then the values. */
 struct llm_infer_seq {
-    const llm_infer *m;
-    float *kv;               /* (L, ctx, 2, KVD): keys then values of each layer */
+    llm_infer *m;
+    uint32_t *blocks;        /* (max_blocks) */
+    size_t nblocks;
+    uint32_t *tokens;        /* (ctx) the token at each position: the blocks' prefix keys */
+    uint64_t *keys;          /* (max_blocks) prefix keys of the first nkeyed (full) blocks */
+    size_t nkeyed;
     size_t pos;
 };
 
@@ -38,6 +46,10 @@ struct llm_infer {
     layer *layers;
     uint64_t weight_bytes;
     llm_infer_seq *own;      /* llm_infer_step's sequence */
+    llm_kvpool *kv;          /* the KV cache's blocks */
+    size_t seq_blocks;       /* blocks of a whole context */
+    int share;               /* full blocks registered for prefix sharing */
+    const float **kb, **vb;  /* (seq_blocks) one sequence's block rows of one layer */
     /* scratch for up to cap rows */
     size_t cap;
     float *x, *h, *mean, *rstd, *q, *k, *v, *att, *proj, *f1, *f2;
@@ -50,10 +62,12 @@ void llm_infer_reset(llm_infer *m) { m->own->pos = 0; }
 size_t llm_infer_pos(const llm_infer *m) { return m->own->pos; }
 
 static size_t kv_dim(const llm_config *c) { return c->n_kv_heads * (c->dim / c->n_heads); }
+static size_t block_floats(const llm_config *c) { return c->n_layers * 2 * LLM_KV_BLOCK * kv_dim(c); }
 uint64_t llm_infer_seq_bytes(const llm_infer *m)
 {
-    return (uint64_t)m->c.n_layers * m->c.ctx_len * 2 * kv_dim(&m->c) * sizeof(float);
+    return (uint64_t)m->seq_blocks * block_floats(&m->c) * sizeof(float);
 }
+uint64_t llm_infer_kv_block_bytes(const llm_infer *m) { return (uint64_t)block_floats(&m->c) * sizeof(float); }
 
 /* Binds the tensor named `name` of the layout entry p: a matrix may be
  * quantized; everything else is converted to floats at fp + p->offset. */
@@ -160,7 +174,13 @@ int llm_infer_open(llm_infer **out, const char *path, llm_err *err)
     if (!rc && !params) rc = llm_errf(err, "out of memory for the model");
     int convert = 0;
     for (size_t i = 0; !rc && i < n; i++) convert |= converted(llm_st_find(m->st, params[i].name));
-    if (!rc) rc = check_memory(m, path, params, n, total, convert, err);
+    if (!rc) {
+        m->seq_blocks = (c->ctx_len + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK;
+        rc = check_memory(m, path, params, n, total, convert, err);
+    }
+    if (!rc && (!(m->kv = llm_kvpool_new(block_floats(c), LLM_KV_BLOCK, 0)) ||
+                !(m->kb = malloc(m->seq_blocks * sizeof *m->kb)) || !(m->vb = malloc(m->seq_blocks * sizeof *m->vb))))
+        rc = llm_errf(err, "out of memory for the model");
     if (!rc && ((convert && !(m->fp = alloc_floats(total))) || !(m->layers = calloc(c->n_layers, sizeof *m->layers))))
         rc = llm_errf(err, "out of memory for the model");
     if (!rc && !(m->own = llm_infer_seq_new(m, err))) rc = llm_err_prefix(err, "%s", path);
@@ -209,6 +229,9 @@ void llm_infer_close(llm_infer *m)
 {
     if (!m) return;
     llm_infer_seq_free(m->own);
+    llm_kvpool_free(m->kv);
+    free(m->kb);
+    free(m->vb);
     llm_st_close(m->st);
     free(m->fp);
     free(m->layers);
@@ -217,14 +240,44 @@ void llm_infer_close(llm_infer *m)
     free(m);
 }
 
+int llm_infer_kv_limit(llm_infer *m, size_t max_blocks, llm_err *err)
+{
+    if (llm_kvpool_used(m->kv)) return llm_errf(err, "internal: the KV cache's budget is set before it is used");
+    uint64_t bytes = (uint64_t)max_blocks * llm_infer_kv_block_bytes(m);
+    const char *what;
+    uint64_t avail = llm_mem_available(&what);
+    if (bytes > avail)
+        return llm_errf(err, "a KV cache of %zu blocks takes %.2f GB but %s leaves %.2f GB", max_blocks, bytes / 1e9,
+                        what, avail / 1e9);
+    llm_kvpool *p = llm_kvpool_new(block_floats(&m->c), LLM_KV_BLOCK, max_blocks);
+    if (!p) return llm_errf(err, "out of memory");
+    llm_kvpool_free(m->kv);
+    m->kv = p;
+    return 0;
+}
+
+void llm_infer_share_prefixes(llm_infer *m, int on) { m->share = on; }
+
+void llm_infer_kv_stats(const llm_infer *m, llm_infer_kv *st)
+{
+    st->used = llm_kvpool_used(m->kv);
+    st->max = llm_kvpool_max(m->kv);
+    st->available = llm_kvpool_available(m->kv);
+    st->block_bytes = llm_infer_kv_block_bytes(m);
+}
+
 llm_infer_seq *llm_infer_seq_new(llm_infer *m, llm_err *err)
 {
     llm_infer_seq *s = calloc(1, sizeof *s);
-    if (s) s->kv = alloc_floats(llm_infer_seq_bytes(m) / sizeof(float));
-    if (!s || !s->kv) {
+    if (s) {
+        s->blocks = malloc(m->seq_blocks * sizeof *s->blocks);
+        s->keys = malloc(m->seq_blocks * sizeof *s->keys);
+        s->tokens = malloc(m->c.ctx_len * sizeof *s->tokens);
+    }
+    if (!s || !s->blocks || !s->keys || !s->tokens) {
+        if (s) free(s->blocks), free(s->keys), free(s->tokens);
         free(s);
-        llm_errf(err, "out of memory for a KV cache (%.2f GB for a context of %zu)", llm_infer_seq_bytes(m) / 1e9,
-                 m->c.ctx_len);
+        llm_errf(err, "out of memory for a sequence");
         return NULL;
     }
     s->m = m;
@@ -234,25 +287,101 @@ llm_infer_seq *llm_infer_seq_new(llm_infer *m, llm_err *err)
 void llm_infer_seq_free(llm_infer_seq *s)
 {
     if (!s) return;
-    free(s->kv);
+    llm_infer_seq_truncate(s, 0);
+    free(s->blocks);
+    free(s->keys);
+    free(s->tokens);
     free(s);
 }
 
 void llm_infer_seq_copy(llm_infer_seq *dst, const llm_infer_seq *src)
 {
-    const llm_config *c = &src->m->c;
-    size_t ctx = c->ctx_len, KVD = kv_dim(c);
-    for (size_t l = 0; l < c->n_layers; l++)
-        for (size_t kv = 0; kv < 2; kv++) {
-            size_t at = (l * 2 + kv) * ctx * KVD;
-            memcpy(dst->kv + at, src->kv + at, src->pos * KVD * sizeof(float));
-        }
-    dst->pos = src->pos;
+    if (dst == src) return;
+    llm_infer_seq_truncate(dst, 0);
+    for (size_t i = 0; i < src->nblocks; i++) llm_kvpool_ref(src->m->kv, src->blocks[i]);
+    memcpy(dst->blocks, src->blocks, src->nblocks * sizeof *dst->blocks);
+    memcpy(dst->keys, src->keys, src->nkeyed * sizeof *dst->keys);
+    memcpy(dst->tokens, src->tokens, src->pos * sizeof *dst->tokens);
+    dst->nblocks = src->nblocks, dst->nkeyed = src->nkeyed, dst->pos = src->pos;
 }
 
 void llm_infer_seq_truncate(llm_infer_seq *s, size_t pos)
 {
-    if (pos < s->pos) s->pos = pos;
+    if (pos >= s->pos) return;
+    llm_kvpool *p = s->m->kv;
+    size_t keep = (pos + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK;
+    while (s->nblocks > keep) llm_kvpool_unref(p, s->blocks[--s->nblocks]);
+    if (s->nkeyed > pos / LLM_KV_BLOCK) s->nkeyed = pos / LLM_KV_BLOCK;
+    /* a block now partly ours will be written: not a prefix of anything */
+    if (pos % LLM_KV_BLOCK) {
+        uint32_t b = s->blocks[pos / LLM_KV_BLOCK];
+        if (llm_kvpool_refs(p, b) == 1) llm_kvpool_unregister(p, b);
+    }
+    s->pos = pos;
+}
+
+size_t llm_infer_seq_reuse(llm_infer_seq *s, const uint32_t *tokens, size_t n)
+{
+    llm_infer *m = s->m;
+    if (!m->share || s->pos || n == 0) return 0;
+    uint64_t parent = 0;
+    size_t k = 0;
+    while ((k + 1) * LLM_KV_BLOCK <= n - 1) {   /* at least the last token is left to run */
+        const uint32_t *t = tokens + k * LLM_KV_BLOCK;
+        uint64_t key = llm_kvpool_key(m->kv, parent, t);
+        uint32_t b = llm_kvpool_lookup(m->kv, key, parent, t);
+        if (b == LLM_KVPOOL_NONE) break;
+        s->blocks[k] = b;
+        s->keys[k] = key;
+        parent = key;
+        k++;
+    }
+    s->nblocks = s->nkeyed = k;
+    s->pos = k * LLM_KV_BLOCK;
+    memcpy(s->tokens, tokens, s->pos * sizeof *tokens);
+    return s->pos;
+}
+
+/* Blocks the next `count` positions of s need: new ones, and a copy of a
+ * shared block it writes into. */
+static size_t blocks_needed(const llm_infer_seq *s, size_t count)
+{
+    size_t want = (s->pos + count + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK, need = want > s->nblocks ? want - s->nblocks : 0;
+    if (s->pos % LLM_KV_BLOCK && llm_kvpool_refs(s->m->kv, s->blocks[s->pos / LLM_KV_BLOCK]) > 1) need++;
+    return need;
+}
+
+/* Gives s the blocks of its next count positions (blocks_needed of them
+ * are available): copies a shared block it writes into, the positions it
+ * holds, then adds new ones. */
+static void take_blocks(llm_infer_seq *s, size_t count)
+{
+    llm_kvpool *p = s->m->kv;
+    size_t off = s->pos % LLM_KV_BLOCK, KVD = kv_dim(&s->m->c), L = s->m->c.n_layers;
+    if (off && llm_kvpool_refs(p, s->blocks[s->pos / LLM_KV_BLOCK]) > 1) {
+        uint32_t old = s->blocks[s->pos / LLM_KV_BLOCK], nb = llm_kvpool_alloc(p);
+        const float *from = llm_kvpool_data(p, old);
+        float *to = llm_kvpool_data(p, nb);
+        for (size_t lk = 0; lk < L * 2; lk++)
+            memcpy(to + lk * LLM_KV_BLOCK * KVD, from + lk * LLM_KV_BLOCK * KVD, off * KVD * sizeof(float));
+        llm_kvpool_unref(p, old);
+        s->blocks[s->pos / LLM_KV_BLOCK] = nb;
+    }
+    while (s->nblocks * LLM_KV_BLOCK < s->pos + count) s->blocks[s->nblocks++] = llm_kvpool_alloc(p);
+}
+
+/* Registers the blocks of s that are full and not yet keyed. */
+static void register_full(llm_infer_seq *s)
+{
+    llm_kvpool *p = s->m->kv;
+    while ((s->nkeyed + 1) * LLM_KV_BLOCK <= s->pos) {
+        size_t k = s->nkeyed;
+        uint64_t parent = k ? s->keys[k - 1] : 0;
+        const uint32_t *t = s->tokens + k * LLM_KV_BLOCK;
+        s->keys[k] = llm_kvpool_key(p, parent, t);
+        llm_kvpool_register(p, s->blocks[k], s->keys[k], parent, t);
+        s->nkeyed++;
+    }
 }
 
 size_t llm_infer_seq_pos(const llm_infer_seq *s) { return s->pos; }
@@ -283,11 +412,12 @@ static void forward(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
 {
     const llm_config *c = &m->c;
     size_t C = c->dim, H = c->n_heads, KVH = c->n_kv_heads, D = C / H, QD = H * D, KVD = KVH * D, F = c->ffn_dim;
-    size_t V = c->vocab_size, ctx = c->ctx_len, N = 0;
+    size_t V = c->vocab_size, N = 0;
     int llama = c->arch == LLM_ARCH_LLAMA, dec = 1;
     for (size_t s = 0; s < nseq; s++) dec &= counts[s] == 1;
     for (size_t s = 0; s < nseq; s++)
         for (size_t i = 0; i < counts[s]; i++, N++) {
+            seqs[s]->tokens[seqs[s]->pos + i] = tokens[N];
             memcpy(m->x + N * C, m->tok_emb + (size_t)tokens[N] * C, C * sizeof(float));
             if (!llama)
                 for (size_t j = 0; j < C; j++) m->x[N * C + j] += m->pos_emb[(seqs[s]->pos + i) * C + j];
@@ -299,15 +429,22 @@ static void forward(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
         linear(m->k, m->h, &L->k, L->k_b, N, C, KVD, dec);
         linear(m->v, m->h, &L->v, L->v_b, N, C, KVD, dec);
         for (size_t s = 0, r = 0; s < nseq; r += counts[s++]) {
-            size_t n = counts[s], pos0 = seqs[s]->pos;
-            float *kc = seqs[s]->kv + l * ctx * 2 * KVD, *vc = kc + ctx * KVD;
-            memcpy(kc + pos0 * KVD, m->k + r * KVD, n * KVD * sizeof(float));
-            memcpy(vc + pos0 * KVD, m->v + r * KVD, n * KVD * sizeof(float));
+            const llm_infer_seq *sq = seqs[s];
+            size_t n = counts[s], pos0 = sq->pos, layer_at = l * 2 * LLM_KV_BLOCK * KVD;
             if (llama) {
                 llmk_rope_at(m->q + r * QD, n, pos0, H, D, QD, c->rope_theta);
-                llmk_rope_at(kc + pos0 * KVD, n, pos0, KVH, D, KVD, c->rope_theta);
+                llmk_rope_at(m->k + r * KVD, n, pos0, KVH, D, KVD, c->rope_theta);
             }
-            llmk_attention_cached(m->att + r * QD, m->q + r * QD, QD, kc, vc, KVD, n, pos0, H, KVH, D);
+            for (size_t b = 0; b * LLM_KV_BLOCK < pos0 + n; b++) {
+                float *kb = llm_kvpool_data(m->kv, sq->blocks[b]) + layer_at;
+                m->kb[b] = kb, m->vb[b] = kb + LLM_KV_BLOCK * KVD;
+            }
+            for (size_t i = 0; i < n; i++) {   /* the new rows into their blocks */
+                size_t p = pos0 + i, at = p % LLM_KV_BLOCK * KVD;
+                memcpy((float *)m->kb[p / LLM_KV_BLOCK] + at, m->k + (r + i) * KVD, KVD * sizeof(float));
+                memcpy((float *)m->vb[p / LLM_KV_BLOCK] + at, m->v + (r + i) * KVD, KVD * sizeof(float));
+            }
+            llmk_attention_paged(m->att + r * QD, m->q + r * QD, QD, m->kb, m->vb, LLM_KV_BLOCK, KVD, n, pos0, H, KVH, D);
         }
         linear(m->proj, m->att, &L->o, L->o_b, N, QD, C, dec);
         for (size_t i = 0; i < N * C; i++) m->x[i] += m->proj[i];
@@ -334,7 +471,10 @@ static void forward(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
         }
     llm_norm_forward(c, m->h, m->mean, m->rstd, m->x, m->norm_w, m->norm_b, rows);
     linear(logits, m->h, &m->output, NULL, rows, C, V, dec);
-    for (size_t s = 0; s < nseq; s++) seqs[s]->pos += counts[s];
+    for (size_t s = 0; s < nseq; s++) {
+        seqs[s]->pos += counts[s];
+        if (m->share) register_full(seqs[s]);
+    }
 }
 
 int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *tokens, const size_t *counts, size_t nseq,
@@ -354,6 +494,11 @@ int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
         for (size_t i = 0; i < counts[s]; i++, N++)
             if (tokens[N] >= V) return llm_errf(err, "token %u is outside the vocabulary of %zu", tokens[N], V);
     }
+    size_t need = 0, avail = llm_kvpool_available(m->kv);
+    for (size_t s = 0; s < nseq; s++) need += blocks_needed(seqs[s], counts[s]);
+    if (need > avail)
+        return llm_errf(err, "the KV cache is full: the batch needs %zu more blocks, %zu are free", need, avail);
+    for (size_t s = 0; s < nseq; s++) take_blocks(seqs[s], counts[s]);
     /* Passes whose results for a sequence do not depend on the others: a
      * sequence with several tokens (a prompt) runs alone, at its own row
      * count; single tokens (decoding) run together, through the kernels'
