@@ -4,6 +4,7 @@
 #include "chat.h"
 #include "chat_encode.h"
 #include "cli.h"
+#include "gen_request.h"
 #include "generate.h"
 #include "infer.h"
 #include "strbuf.h"
@@ -84,38 +85,26 @@ typedef struct {
     llm_chat_segments segs;
 } model;
 
-/* --chat-template, else the model's "chat_template" metadata: a name, or a
- * Jinja template recognised by its signature. */
+/* --chat-template, else the model's "chat_template" metadata. */
 static void chat_format(model *md, const char *path)
 {
-    const char *tpl = llm_infer_meta(md->m, "chat_template");
-    if (chat_name) {
-        if (llm_chat_format_parse(chat_name, &md->chat) || md->chat == LLM_CHAT_NONE)
-            llm_usage_error("--chat-template must be chatml, llama2 or llama3, not '%s'", chat_name);
-        md->has_chat = 1;
-    } else if (tpl) {
-        md->has_chat = (!llm_chat_format_parse(tpl, &md->chat) || !llm_chat_format_detect(tpl, &md->chat)) &&
-                       md->chat != LLM_CHAT_NONE;
-        if (!md->has_chat) llm_warning("%s: chat template not recognised (give --chat-template)", path);
-    }
+    llm_err err;
+    int unrecognised;
+    if (llm_gen_chat_format(chat_name, llm_infer_meta(md->m, "chat_template"), &md->chat, &md->has_chat, &unrecognised,
+                            &err))
+        llm_usage_error("--chat-template must be chatml, llama2 or llama3, not '%s'", chat_name);
+    if (unrecognised) llm_warning("%s: chat template not recognised (give --chat-template)", path);
 }
 
 /* The prompt ids of a messages list, rendered with the chat template and
- * the assistant's header; *stop_id the template's end token. */
-static int encode_messages(model *md, json_t *messages, llm_ids *ids, uint32_t *stop_id, llm_err *err)
+ * the assistant's header; the template's end token added to q's stops. */
+static int encode_messages(model *md, json_t *messages, llm_ids *ids, llm_gen_request *q, llm_err *err)
 {
     if (!md->has_chat) return llm_errf(err, "\"messages\" need a chat template: the model has none (give --chat-template)");
-    json_t *rec = json_pack("{sO}", "messages", messages);
-    if (!rec) return llm_errf(err, "out of memory");
-    llm_chat_segments_reset(&md->segs);
-    int rc = llm_chat_render(md->chat, rec, &md->segs, err) || llm_chat_generation_prompt(md->chat, &md->segs, err) ||
-             llm_chat_encode(md->tok, md->ts, &md->segs, ids, err);
-    json_decref(rec);
-    if (rc) return -1;
-    const char *end = llm_chat_end_token(md->chat);
-    if (end && llm_tok_special(md->tok, end, stop_id))
-        return llm_errf(err, "the chat template's end token '%s' is not in the tokenizer", end);
-    return 0;
+    uint32_t end;
+    int has_end;
+    if (llm_gen_encode_messages(md->tok, md->ts, md->chat, messages, &md->segs, ids, &end, &has_end, err)) return -1;
+    return has_end ? llm_gen_request_stop_id(q, end, err) : 0;
 }
 
 /* ---- requests and their results ---- */
@@ -132,13 +121,10 @@ typedef struct {
 } result;
 
 typedef struct {
-    llm_gen_params p;
+    llm_gen_request gr;
     llm_ids prompt;
     char *prompt_text;       /* echoed in JSON lines (NULL for messages) */
     char *id_json;           /* the request's "id", echoed */
-    char **stop;
-    uint32_t *stop_ids;
-    llm_logit_bias *bias;
     result *res;
     size_t done;
     double t_first, t_done;
@@ -183,7 +169,7 @@ static void choice_json(llm_strbuf *b, const request *q, const result *r)
         }
         llm_sb_puts(b, "]");
     }
-    if (q->p.beams >= 2) llm_sb_printf(b, ",\"score\":%.6g", r->score);
+    if (q->gr.p.beams >= 2) llm_sb_printf(b, ",\"score\":%.6g", r->score);
     llm_sb_printf(b, ",\"finish_reason\":\"%s\"", r->finish);
 }
 
@@ -191,13 +177,13 @@ static void print_result(run *R, request *q)
 {
     llm_strbuf b = {0};
     if (!R->jsonl) {
-        for (size_t i = 0; i < q->p.n; i++) {
+        for (size_t i = 0; i < q->gr.p.n; i++) {
             if (!q->streaming) llm_sb_add(&b, q->res[i].text, q->res[i].text_len);
             llm_sb_add(&b, "\n", 1);
         }
     } else {
         size_t completion = 0;
-        for (size_t i = 0; i < q->p.n; i++) completion += q->res[i].n;
+        for (size_t i = 0; i < q->gr.p.n; i++) completion += q->res[i].n;
         llm_sb_puts(&b, "{");
         if (q->id_json) llm_sb_printf(&b, "\"id\":%s,", q->id_json);
         if (q->prompt_text) {
@@ -206,9 +192,9 @@ static void print_result(run *R, request *q)
             llm_sb_puts(&b, ",");
         }
         choice_json(&b, q, &q->res[0]);   /* the first choice, at the top */
-        if (q->p.n > 1) {
+        if (q->gr.p.n > 1) {
             llm_sb_puts(&b, ",\"choices\":[");
-            for (size_t i = 0; i < q->p.n; i++) {
+            for (size_t i = 0; i < q->gr.p.n; i++) {
                 llm_sb_printf(&b, "%s{\"index\":%zu,", i ? "," : "", i);
                 choice_json(&b, q, &q->res[i]);
                 llm_sb_puts(&b, "}");
@@ -219,7 +205,7 @@ static void print_result(run *R, request *q)
         llm_sb_printf(&b, ",\"prompt_tokens\":%zu,\"completion_tokens\":%zu,\"prompt_seconds\":%.4f,\"seconds\":%.4f,"
                           "\"tokens_per_s\":%.2f}\n",
                       q->prompt.n, completion, q->t_first - R->t0, q->t_done - R->t0,
-                      completion > q->p.n && gen > 0 ? (double)(completion - q->p.n) / gen : 0.0);
+                      completion > q->gr.p.n && gen > 0 ? (double)(completion - q->gr.p.n) / gen : 0.0);
     }
     fwrite(b.data, 1, b.len, stdout);
     fflush(stdout);
@@ -254,14 +240,14 @@ static void on_event(void *ctx, const llm_gen_event *e)
     if (q->streaming && e->text_len > q->streamed)   /* held back for a stop string that did not come */
         fwrite(e->text + q->streamed, 1, e->text_len - q->streamed, stdout);
     R->completion_tokens += e->n_ids;
-    if (++q->done < q->p.n) return;
+    if (++q->done < q->gr.p.n) return;
     q->t_done = now();
-    while (R->next_out < R->n && R->reqs[R->next_out].done == R->reqs[R->next_out].p.n) print_result(R, &R->reqs[R->next_out++]);
+    while (R->next_out < R->n && R->reqs[R->next_out].done == R->reqs[R->next_out].gr.p.n) print_result(R, &R->reqs[R->next_out++]);
 }
 
 static void free_request(request *q)
 {
-    for (size_t i = 0; q->res && i < q->p.n; i++) {
+    for (size_t i = 0; q->res && i < q->gr.p.n; i++) {
         result *r = &q->res[i];
         free(r->text), free(r->ids), free(r->lps), free(r->top_ids), free(r->top_lps);
     }
@@ -269,10 +255,7 @@ static void free_request(request *q)
     llm_ids_free(&q->prompt);
     free(q->prompt_text);
     free(q->id_json);
-    for (size_t i = 0; i < q->p.n_stop; i++) free(q->stop[i]);
-    free(q->stop);
-    free(q->stop_ids);
-    free(q->bias);
+    llm_gen_request_free(&q->gr);
 }
 
 /* ---- the parameters: command line, then a request's fields ---- */
@@ -286,16 +269,14 @@ static uint32_t parse_id(const char *s, const char *what)
     return (uint32_t)v;
 }
 
-static request *new_request(run *R)
+/* The command line's parameters: every request's defaults. */
+static llm_gen_params defaults;
+static llm_logit_bias *default_bias;
+static uint32_t *default_stop_ids;
+
+static void read_defaults(void)
 {
-    if (R->n == R->cap) {
-        R->cap = R->cap ? R->cap * 2 : 16;
-        R->reqs = realloc(R->reqs, R->cap * sizeof *R->reqs);
-        if (!R->reqs) llm_die("out of memory");
-    }
-    request *q = &R->reqs[R->n++];
-    memset(q, 0, sizeof *q);
-    llm_gen_params *p = &q->p;
+    llm_gen_params *p = &defaults;
     p->sampling = (llm_sampling){.temperature = temperature, .top_p = top_p, .min_p = min_p, .top_k = (size_t)top_k,
                                  .repetition_penalty = repeat_penalty, .presence_penalty = presence,
                                  .frequency_penalty = frequency};
@@ -306,13 +287,13 @@ static request *new_request(run *R)
     p->length_penalty = length_penalty;
     p->top_logprobs = (size_t)top_logprobs;
     p->ignore_eos = ignore_eos;
-    q->stop = calloc(stops.count + 1, sizeof *q->stop);
-    q->stop_ids = calloc(stop_tokens.count + 2, sizeof *q->stop_ids);   /* + a chat end token */
-    q->bias = calloc(biases.count + 1, sizeof *q->bias);
-    if (!q->stop || !q->stop_ids || !q->bias) llm_die("out of memory");
-    for (int i = 0; i < stops.count; i++) q->stop[i] = xmemdup(stops.items[i], strlen(stops.items[i]) + 1);
+    p->stop = (const char *const *)stops.items;
     p->n_stop = (size_t)stops.count;
-    for (int i = 0; i < stop_tokens.count; i++) q->stop_ids[i] = parse_id(stop_tokens.items[i], "--stop-token");
+    default_stop_ids = calloc(stop_tokens.count + 1, sizeof *default_stop_ids);
+    default_bias = calloc(biases.count + 1, sizeof *default_bias);
+    if (!default_stop_ids || !default_bias) llm_die("out of memory");
+    for (int i = 0; i < stop_tokens.count; i++) default_stop_ids[i] = parse_id(stop_tokens.items[i], "--stop-token");
+    p->stop_ids = default_stop_ids;
     p->n_stop_ids = (size_t)stop_tokens.count;
     for (int i = 0; i < biases.count; i++) {
         const char *eq = strchr(biases.items[i], '=');
@@ -320,105 +301,35 @@ static request *new_request(run *R)
         double v = eq ? strtod(eq + 1, &end) : NAN;
         if (!eq || end == eq + 1 || *end || !(v >= -100 && v <= 100))
             llm_usage_error("--logit-bias wants ID=BIAS with BIAS in -100..100, not '%s'", biases.items[i]);
-        q->bias[i] = (llm_logit_bias){parse_id(biases.items[i], "--logit-bias"), (float)v};
+        default_bias[i] = (llm_logit_bias){parse_id(biases.items[i], "--logit-bias"), (float)v};
     }
+    p->sampling.logit_bias = default_bias;
     p->sampling.n_logit_bias = (size_t)biases.count;
+    const char *bad = llm_gen_params_problem(p);
+    if (bad) llm_usage_error("%s", bad);
+}
+
+static request *new_request(run *R)
+{
+    if (R->n == R->cap) {
+        R->cap = R->cap ? R->cap * 2 : 16;
+        R->reqs = realloc(R->reqs, R->cap * sizeof *R->reqs);
+        if (!R->reqs) llm_die("out of memory");
+    }
+    request *q = &R->reqs[R->n++];
+    memset(q, 0, sizeof *q);
+    llm_err err;
+    if (llm_gen_request_init(&q->gr, &defaults, &err)) llm_die_err(&err);
     return q;
-}
-
-/* Checks the parameters a request ends up with; NULL or the problem. */
-static const char *bad_params(const llm_gen_params *p)
-{
-    const llm_sampling *s = &p->sampling;
-    if (!(s->temperature >= 0)) return "temperature must be 0 or more";
-    if (!(s->top_p > 0 && s->top_p <= 1)) return "top_p must be above 0 and at most 1";
-    if (!(s->min_p >= 0 && s->min_p < 1)) return "min_p must be at least 0 and below 1";
-    if (!(s->repetition_penalty > 0)) return "the repetition penalty must be above 0";
-    if (!(fabs(s->presence_penalty) <= 2) || !(fabs(s->frequency_penalty) <= 2))
-        return "presence and frequency penalties must be within -2..2";
-    if (p->beams == 1) return "beams must be 2 or more (0: no beam search)";
-    if (p->beams >= 2 && p->n > p->beams) return "n (--samples) must be at most the number of beams";
-    return NULL;
-}
-
-static int get_number(json_t *o, const char *k, double *v, llm_err *err)
-{
-    json_t *x = json_object_get(o, k);
-    if (!x || json_is_null(x)) return 0;
-    if (!json_is_number(x)) return llm_errf(err, "\"%s\" must be a number", k);
-    *v = json_number_value(x);
-    return 0;
-}
-
-static int get_count(json_t *o, const char *k, size_t *v, size_t max, llm_err *err)
-{
-    json_t *x = json_object_get(o, k);
-    if (!x || json_is_null(x)) return 0;
-    if (!json_is_integer(x) || json_integer_value(x) < 0 || (uint64_t)json_integer_value(x) > max)
-        return llm_errf(err, "\"%s\" must be an integer from 0 to %zu", k, max);
-    *v = (size_t)json_integer_value(x);
-    return 0;
 }
 
 /* A request's fields (OpenAI's names; others are ignored) over the defaults. */
 static int read_fields(request *q, json_t *o, llm_err *err)
 {
-    llm_gen_params *p = &q->p;
-    llm_sampling *s = &p->sampling;
-    size_t seed_v = (size_t)p->seed, k = s->top_k;
-    if (get_number(o, "temperature", &s->temperature, err) || get_number(o, "top_p", &s->top_p, err) ||
-        get_number(o, "min_p", &s->min_p, err) || get_number(o, "repetition_penalty", &s->repetition_penalty, err) ||
-        get_number(o, "presence_penalty", &s->presence_penalty, err) ||
-        get_number(o, "frequency_penalty", &s->frequency_penalty, err) ||
-        get_number(o, "length_penalty", &p->length_penalty, err) || get_count(o, "top_k", &k, 1 << 24, err) ||
-        get_count(o, "seed", &seed_v, SIZE_MAX, err) || get_count(o, "max_tokens", &p->max_tokens, 1 << 24, err) ||
-        get_count(o, "n", &p->n, 1024, err) || get_count(o, "beams", &p->beams, LLM_GEN_MAX_BEAMS, err) ||
-        get_count(o, "top_logprobs", &p->top_logprobs, LLM_GEN_MAX_TOP_LOGPROBS, err))
-        return -1;
-    s->top_k = k;
-    p->seed = seed_v;
-    if (p->max_tokens < 1 || p->n < 1) return llm_errf(err, "\"max_tokens\" and \"n\" must be at least 1");
-    json_t *x = json_object_get(o, "ignore_eos");
-    if (x && !json_is_null(x)) {
-        if (!json_is_boolean(x)) return llm_errf(err, "\"ignore_eos\" must be true or false");
-        p->ignore_eos = json_is_true(x);
-    }
-    if ((x = json_object_get(o, "stop")) && !json_is_null(x)) {
-        for (size_t i = 0; i < p->n_stop; i++) free(q->stop[i]);
-        size_t n = json_is_array(x) ? json_array_size(x) : 1;
-        char **st = realloc(q->stop, (n + 1) * sizeof *st);
-        if (!st) llm_die("out of memory");
-        q->stop = st;
-        p->n_stop = 0;
-        for (size_t i = 0; i < n; i++) {
-            json_t *e = json_is_array(x) ? json_array_get(x, i) : x;
-            if (!json_is_string(e)) return llm_errf(err, "\"stop\" must be a string or a list of strings");
-            q->stop[p->n_stop++] = xmemdup(json_string_value(e), strlen(json_string_value(e)) + 1);
-        }
-    }
-    if ((x = json_object_get(o, "logit_bias")) && !json_is_null(x)) {
-        if (!json_is_object(x)) return llm_errf(err, "\"logit_bias\" must be an object of token ids to biases");
-        llm_logit_bias *nb = realloc(q->bias, (json_object_size(x) + 1) * sizeof *nb);
-        if (!nb) llm_die("out of memory");
-        q->bias = nb;
-        s->n_logit_bias = 0;
-        const char *key;
-        json_t *v;
-        json_object_foreach(x, key, v) {
-            char *end;
-            unsigned long id = strtoul(key, &end, 10);
-            if (!*key || *end || id > UINT32_MAX) return llm_errf(err, "\"logit_bias\": '%s' is not a token id", key);
-            if (!json_is_number(v) || !(fabs(json_number_value(v)) <= 100))
-                return llm_errf(err, "\"logit_bias\": the bias of %s must be a number in -100..100", key);
-            q->bias[s->n_logit_bias++] = (llm_logit_bias){(uint32_t)id, (float)json_number_value(v)};
-        }
-    }
-    if ((x = json_object_get(o, "id"))) {
-        q->id_json = json_dumps(x, JSON_COMPACT | JSON_ENCODE_ANY);
-        if (!q->id_json) llm_die("out of memory");
-    }
-    const char *bad = bad_params(p);
-    return bad ? llm_errf(err, "%s", bad) : 0;
+    if (llm_gen_request_read(&q->gr, o, NULL, err)) return -1;
+    json_t *x = json_object_get(o, "id");
+    if (x && !(q->id_json = json_dumps(x, JSON_COMPACT | JSON_ENCODE_ANY))) llm_die("out of memory");
+    return 0;
 }
 
 static void encode_prompt(model *md, request *q, const char *text)
@@ -446,9 +357,7 @@ static int read_request(model *md, run *R, const char *line, llm_err *err)
         rc = llm_tok_encode(md->tok, md->ts, q->prompt_text, json_string_length(prompt), LLM_TOK_ADD_SPECIAL,
                             &q->prompt, err);
     } else if (!rc) {
-        uint32_t end;
-        rc = encode_messages(md, messages, &q->prompt, &end, err);
-        if (!rc && llm_chat_end_token(md->chat)) q->stop_ids[q->p.n_stop_ids++] = end;
+        rc = encode_messages(md, messages, &q->prompt, &q->gr, err);
     }
     json_decref(o);
     return rc;
@@ -462,14 +371,11 @@ static void run_all(model *md, run *R, int streaming)
     if (!g) llm_die_err(&err);
     for (size_t i = 0; i < R->n; i++) {
         request *q = &R->reqs[i];
-        q->p.stop = (const char *const *)q->stop;
-        q->p.stop_ids = q->stop_ids;
-        q->p.sampling.logit_bias = q->bias;
-        q->streaming = streaming && R->n == 1 && q->p.n == 1 && q->p.beams < 2 && !R->jsonl;
-        q->res = calloc(q->p.n, sizeof *q->res);
+        q->streaming = streaming && R->n == 1 && q->gr.p.n == 1 && q->gr.p.beams < 2 && !R->jsonl;
+        q->res = calloc(q->gr.p.n, sizeof *q->res);
         if (!q->res) llm_die("out of memory");
         R->prompt_tokens += q->prompt.n;
-        if (llm_gen_add(g, q->prompt.v, q->prompt.n, &q->p, q, &err)) {
+        if (llm_gen_add(g, q->prompt.v, q->prompt.n, &q->gr.p, q, &err)) {
             if (R->n > 1) llm_die("request %zu: %s", i + 1, err.msg);
             llm_die_err(&err);
         }
@@ -511,12 +417,10 @@ static void chat_loop(model *md, run *R, int streaming)
         if (len == 0) continue;
         json_array_append_new(messages, json_pack("{ssss}", "role", "user", "content", line));
         request *q = new_request(R);
-        uint32_t end;
         llm_err err;
-        if (encode_messages(md, messages, &q->prompt, &end, &err)) llm_die_err(&err);
-        if (llm_chat_end_token(md->chat)) q->stop_ids[q->p.n_stop_ids++] = end;
-        q->p.n = 1;
-        q->p.beams = 0;
+        if (encode_messages(md, messages, &q->prompt, &q->gr, &err)) llm_die_err(&err);
+        q->gr.p.n = 1;
+        q->gr.p.beams = 0;
         run_all(md, R, streaming);
         json_array_append_new(messages, json_pack("{ssss}", "role", "assistant", "content", q->res[0].text));
         reset_run(R);
@@ -536,12 +440,7 @@ int main(int argc, char **argv)
     if (!!prompts.count + !!requests_path + interactive > 1) llm_usage_error("give one of -p, --requests and --chat");
     run R = {.jsonl = format && !strcmp(format, "jsonl")};
     if (interactive && R.jsonl) llm_usage_error("--chat writes text, not --format jsonl");
-    {   /* the command line's parameters, checked once */
-        request *q = new_request(&R);
-        const char *bad = bad_params(&q->p);
-        if (bad) llm_usage_error("%s", bad);
-        reset_run(&R);
-    }
+    read_defaults();   /* the command line's parameters, checked once */
     llm_err err;
     model md = {0};
     if (llm_infer_open(&md.m, args[0], &err)) llm_die_err(&err);
@@ -584,6 +483,8 @@ int main(int argc, char **argv)
     }
     reset_run(&R);
     free(R.reqs);
+    free(default_bias);
+    free(default_stop_ids);
     llm_chat_segments_free(&md.segs);
     llm_tok_scratch_free(md.ts);
     llm_tok_free(md.tok);
