@@ -67,6 +67,19 @@ bin/%: build/tools/%.o lib/libllmux.a kernels/libllmk.a
 	@mkdir -p bin
 	$(CC) $(ALL_CFLAGS) $< lib/libllmux.a kernels/libllmk.a $(LDLIBS) -o $@
 
+# llm-serve has its parts in tools/serve/ (the chat page included as bytes)
+# and libmicrohttpd besides.
+SERVE_OBJ := $(patsubst %.c,build/%.o,$(sort $(wildcard tools/serve/*.c))) build/tools/serve/page.o
+build/tools/serve/%.o: tools/serve/%.c tools/serve/server.h $(wildcard lib/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -c $< -o $@
+build/tools/serve/page.o: tools/serve/page.S tools/serve/chat.html
+	@mkdir -p $(dir $@)
+	$(CC) -c $< -o $@
+bin/llm-serve: build/tools/llm-serve.o $(SERVE_OBJ) lib/libllmux.a kernels/libllmk.a
+	@mkdir -p bin
+	$(CC) $(ALL_CFLAGS) $< $(SERVE_OBJ) lib/libllmux.a kernels/libllmk.a -lmicrohttpd $(LDLIBS) -o $@
+
 build/t/%: t/unit/%.c lib/libllmux.a kernels/libllmk.a t/unit/unit.h
 	@mkdir -p build/t
 	$(CC) $(ALL_CFLAGS) -It/unit $< lib/libllmux.a kernels/libllmk.a $(LDLIBS) -o $@
