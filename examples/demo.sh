@@ -104,3 +104,18 @@ llm-quantize -q nf4 "$out/gpt2-tiny.safetensors" -o "$out/gpt2-tiny-nf4.safetens
 for m in gpt2-tiny gpt2-tiny-q8_0 gpt2-tiny-nf4; do
     printf '%-16s ' "$m"; build/t/llmux-ppl "$out/$m.safetensors" "$out/data/val" | jq -c '{ppl}'
 done
+
+step "llm-serve: the q8_0 model behind the OpenAI API on a free port; a completion, a stream, the metrics"
+llm-serve "$out/gpt2-tiny-q8_0.safetensors" --port 0 --model-name gpt2-tiny 2> "$out/serve.log" &
+serve_pid=$!
+until grep -q listening "$out/serve.log"; do sleep 0.1; done
+url=$(sed -n 's/.*listening on //p' "$out/serve.log")
+until curl -sf "$url/health" > /dev/null; do sleep 0.1; done
+echo "$url"
+curl -s "$url/v1/completions" -H 'Content-Type: application/json' \
+    -d '{"model":"gpt2-tiny","prompt":"In the beginning","max_tokens":24,"seed":1}' | jq -c '{text: .choices[0].text, usage}'
+curl -sN "$url/v1/completions" -d '{"prompt":"And God said","max_tokens":12,"seed":2,"stream":true}' | sed -n 1,3p
+curl -s "$url/metrics" | grep -E '^llmux_(generation_tokens_total|kv_blocks_total|requests_total\{status="2xx"\})'
+kill "$serve_pid"
+wait "$serve_pid"
+tail -n 1 "$out/serve.log"
