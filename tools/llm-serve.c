@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 static const char *host = "127.0.0.1", *api_key, *model_name, *chat_name;
-static int64_t port = 8080, max_seqs = 64, kv_blocks, max_n = 16, max_queue = 1024;
+static int64_t port = 8080, max_seqs = 64, kv_blocks, max_n = 16, max_queue = 1024, max_tokens;
 static uint64_t max_body = 1 << 20;
 static double timeout_s = 600, drain_s = 10;
 
@@ -28,6 +28,8 @@ static const llm_opt options[] = {
     {"model-name", 0, LLM_OPT_STR, &model_name, "NAME", "the model's name in the API (default: the file's)", 0, 0},
     {"chat-template", 0, LLM_OPT_STR, &chat_name, "NAME", "chatml, llama2 or llama3 (default: the model's)", 0, 0},
     {"max-body", 0, LLM_OPT_SIZE, &max_body, "BYTES", "the largest request body (default 1M)", 0, 0},
+    {"max-tokens", 0, LLM_OPT_INT, &max_tokens, "N", "the most tokens a request may ask for (default: the context)", 1,
+     1 << 24},
     {"max-n", 0, LLM_OPT_INT, &max_n, "N", "the largest n of a request (default 16)", 1, 1024},
     {"max-queue", 0, LLM_OPT_INT, &max_queue, "N", "requests waiting before new ones get 503 (default 1024)", 1, 1 << 20},
     {"timeout", 0, LLM_OPT_DOUBLE, &timeout_s, "SECONDS", "a request's deadline, body to last token (default 600)", 0, 0},
@@ -118,7 +120,7 @@ int main(int argc, char **argv)
     static server S;
     S.model_path = args[0], S.host = host, S.api_key = api_key, S.chat_name = chat_name;
     S.port = (unsigned)port, S.max_seqs = (size_t)max_seqs, S.max_body = max_body, S.max_n = (size_t)max_n;
-    S.max_queue = (size_t)max_queue, S.timeout = timeout_s, S.drain = drain_s;
+    S.max_queue = (size_t)max_queue, S.max_tokens = (size_t)max_tokens, S.timeout = timeout_s, S.drain = drain_s;
     char *name = model_name ? strdup(model_name) : default_name(args[0]);
     if (!name) llm_die("out of memory");
     S.model_name = name;

@@ -257,7 +257,13 @@ int parse_completion(server *S, json_t *body, int chat, job *j, const char **par
     if (j->prompt.n >= S->ctx)
         return fail(msg, size, param, what, 400,
                     "This model's maximum context length is %zu tokens; the %s take %zu", S->ctx, what, j->prompt.n);
-    if (p->max_tokens == SIZE_MAX) p->max_tokens = S->ctx - j->prompt.n;
+    if (p->max_tokens == SIZE_MAX) {
+        p->max_tokens = S->ctx - j->prompt.n;
+        if (S->max_tokens && p->max_tokens > S->max_tokens) p->max_tokens = S->max_tokens;
+    }
+    if (S->max_tokens && p->max_tokens > S->max_tokens)
+        return fail(msg, size, param, chat && mct ? "max_completion_tokens" : "max_tokens", 400,
+                    "at most %zu tokens per choice on this server (--max-tokens)", S->max_tokens);
     if (j->prompt.n + p->max_tokens > S->ctx)
         return fail(msg, size, param, chat && mct ? "max_completion_tokens" : "max_tokens", 400,
                     "This model's maximum context length is %zu tokens; you asked for %zu (%zu in the %s, %zu to "

@@ -96,7 +96,7 @@ typedef struct {
     /* options */
     const char *model_path, *host, *api_key, *model_name, *chat_name;
     unsigned port;
-    size_t max_seqs, kv_blocks, max_body, max_n, max_queue;
+    size_t max_seqs, kv_blocks, max_body, max_n, max_queue, max_tokens;   /* max_tokens 0: the context */
     double timeout, drain;
     /* the model (set before ready) */
     llm_infer *m;
