@@ -1,19 +1,13 @@
 /* Element conversion throughput: the dispatched kernels against their scalar
  * _ref, on N elements (default 16M), best of 5. Prints one JSON line per
  * kernel; bench/run adds numpy's astype as the outside reference. */
+#include "clock.h"
 #include "llmk.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef void (*half_to_f32)(float *, const uint16_t *, size_t);
 typedef void (*f32_to_half)(uint16_t *, const float *, size_t);
@@ -22,9 +16,9 @@ static double best_h2f(half_to_f32 fn, float *out, const uint16_t *in, size_t n)
 {
     double best = 1e9;
     for (int r = 0; r < 5; r++) {
-        double t = now();
+        double t = llm_seconds();
         fn(out, in, n);
-        t = now() - t;
+        t = llm_seconds() - t;
         if (t < best) best = t;
     }
     return best;
@@ -34,9 +28,9 @@ static double best_f2h(f32_to_half fn, uint16_t *out, const float *in, size_t n)
 {
     double best = 1e9;
     for (int r = 0; r < 5; r++) {
-        double t = now();
+        double t = llm_seconds();
         fn(out, in, n);
-        t = now() - t;
+        t = llm_seconds() - t;
         if (t < best) best = t;
     }
     return best;

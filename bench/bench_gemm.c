@@ -6,19 +6,13 @@
  * backward products (dinp += dout @ w: rows x ic x oc; dw += dout^T @ inp:
  * oc x ic x rows), best of a few runs. One line per product, then the lowest
  * ratio. `bench_gemm 1` times one thread; LLMK_CPU=avx2 the AVX2 path. */
+#include "clock.h"
 #include "llmk.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- peak: llmk_fma_burn (independent FMA chains in registers) on every
  * thread of the pool at once ---- */
@@ -36,9 +30,9 @@ static void peak_task(void *ctx, size_t begin, size_t end)
 /* flops per second of all threads together in one short run */
 static double peak_sample(int threads)
 {
-    double t = now(), flops = 0;
+    double t = llm_seconds(), flops = 0;
     llmk_parallel_for((size_t)threads, 1, peak_task, NULL);
-    t = now() - t;
+    t = llm_seconds() - t;
     for (int i = 0; i < threads && i < MAX_THREADS; i++) flops += burn_flops[i];
     return flops / t;
 }
@@ -104,9 +98,9 @@ int main(int argc, char **argv)
                 double p = peak_sample(threads);
                 if (p > peak) peak = p;
                 if (p < low) low = p;
-                double t = now();
+                double t = llm_seconds();
                 run(which, out, inp, w, bias, dout, dinp, dw, rows, ic, oc);
-                t = now() - t;
+                t = llm_seconds() - t;
                 if (t < best) best = t;
             }
             gflops[s][which] = flops / best * 1e-9;

@@ -5,6 +5,7 @@
  * are GPT-2 small / Llama-like training sizes (rows = B*T = 4096 unless
  * given as the first argument). Best of 5 (the _ref: best of 2). Prints one
  * JSON line per kernel; runs in well under 20 s on two cores. */
+#include "clock.h"
 #include "llmk.h"
 
 #include <math.h>
@@ -12,13 +13,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static float *buf(size_t n, float scale)
 {
@@ -71,9 +65,9 @@ static double best(void (*fn)(void), int reps)
 {
     double t_best = 1e9;
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = llm_seconds();
         fn();
-        t = now() - t;
+        t = llm_seconds() - t;
         if (t < t_best) t_best = t;
     }
     return t_best;

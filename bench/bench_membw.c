@@ -3,19 +3,13 @@
  * of a buffer much larger than the caches. Prints one JSON line.
  *
  *   bench_membw [MiB]   (default 1024) */
+#include "clock.h"
 #include "llmk.h"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct {
     const float *x;
@@ -38,9 +32,9 @@ int main(int argc, char **argv)
     ctx c = {x, {0}};
     double best = 1e9;
     for (int r = 0; r < 5; r++) {
-        double t = now();
+        double t = llm_seconds();
         llmk_parallel_for(n, n / (size_t)llmk_threads() + 1, part, &c);
-        t = now() - t;
+        t = llm_seconds() - t;
         if (t < best) best = t;
     }
     printf("{\"threads\":%d,\"mib\":%zu,\"read_gb_per_s\":%.2f}\n", llmk_threads(), mib, (double)n * 4 / best / 1e9);

@@ -26,6 +26,7 @@
  * format runs the prompt 3 times (a fresh KV cache each time) and reports
  * the fastest: the machine is shared, and other work only ever slows a run
  * down. About 3 minutes on 2 cores, half of it making the models. */
+#include "clock.h"
 #include "infer.h"
 #include "llmk.h"
 #include "model.h"
@@ -38,13 +39,6 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static const char *formats[3] = {"f32", "q8_0", "q4_0"};
 static char dir[4096], paths[3][4200];
@@ -82,9 +76,9 @@ static double gemm_gflops(size_t rows, size_t ic, size_t oc)
     for (size_t i = 0; i < oc * ic; i++) w[i] = ((float)rand() / RAND_MAX - 0.5f) * 0.04f;
     double best = 1e30;
     for (int r = 0; r < 4; r++) {   /* the first warms the pages and pack buffers */
-        double t = now();
+        double t = llm_seconds();
         llmk_linear_forward(out, x, w, NULL, rows, ic, oc);
-        t = now() - t;
+        t = llm_seconds() - t;
         if (r && t < best) best = t;
     }
     free(x), free(w), free(out);
@@ -112,10 +106,10 @@ static double layer_gflops(const llm_config *c, size_t n, int f)
         if (f) llmk_quantize_ref(t, q, w, ic * oc);
         double best = 1e30;
         for (int r = 0; r < 4; r++) {   /* the first warms the pages and pack buffers */
-            double t0 = now();
+            double t0 = llm_seconds();
             if (f) llmk_qlinear(t, out, x, q, n, ic, oc);
             else llmk_linear_forward(out, x, w, NULL, n, ic, oc);
-            t0 = now() - t0;
+            t0 = llm_seconds() - t0;
             if (r && t0 < best) best = t0;
         }
         flops += 2.0 * (double)n * ic * oc;
@@ -172,9 +166,9 @@ int main(int argc, char **argv)
         double best = 1e30;
         for (int r = 0; r < 3; r++) {
             llm_infer_reset(m);
-            double t = now();
+            double t = llm_seconds();
             if (llm_infer_step(m, tokens, n, logits, 0, &err)) die("prefill", &err);
-            t = now() - t;
+            t = llm_seconds() - t;
             if (t < best) best = t;
         }
         llm_infer_close(m);

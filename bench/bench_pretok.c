@@ -3,6 +3,7 @@
  * King James Bible: bible -f "gen1:1-rev22:21"), one thread, best of 5.
  * Prints one JSON line per pattern; the two engines' pieces are also compared
  * (count and a checksum of the boundaries). */
+#include "clock.h"
 #include "pretok.h"
 #include "unicode.h"
 
@@ -11,13 +12,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct {
     double seconds;
@@ -30,7 +24,7 @@ static run_result run(const llm_pretok *p, const char *text, size_t n, int reps)
     llm_pretok_scratch *s = llm_pretok_scratch_new(p);
     run_result best = {1e30, 0, 0};
     for (int r = 0; r < reps; r++) {
-        double t = now();
+        double t = llm_seconds();
         size_t pos = 0, st, en, count = 0;
         uint64_t sum = 0;
         while (llm_pretok_find(p, s, text, n, pos, &st, &en)) {
@@ -38,7 +32,7 @@ static run_result run(const llm_pretok *p, const char *text, size_t n, int reps)
             sum = sum * 31 + en;
             pos = en;
         }
-        t = now() - t;
+        t = llm_seconds() - t;
         if (t < best.seconds) best = (run_result){t, count, sum};
     }
     llm_pretok_scratch_free(s);

@@ -5,6 +5,7 @@
  * THREADS 0 (default) times llm_tok_encode on the caller's thread; THREADS
  * N >= 1 times the encoding pool (lib/encode_pool.h) with N threads, as
  * llm-tokenize -j N runs it, the file being one document. */
+#include "clock.h"
 #include "encode_pool.h"
 #include "fileio.h"
 #include "tokenizer.h"
@@ -12,13 +13,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static int count_tokens(void *ctx, const llm_encoded *d, llm_err *err)
 {
@@ -33,9 +27,9 @@ int main(int argc, char **argv)
     int runs = argc > 3 ? atoi(argv[3]) : 3, threads = argc > 4 ? atoi(argv[4]) : 0;
     llm_err err;
     llm_tokenizer *t;
-    double t0 = now();
+    double t0 = llm_seconds();
     if (llm_tok_load(argv[1], NULL, &t, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-    double load = now() - t0;
+    double load = llm_seconds() - t0;
     llm_mapped m;
     if (llm_map_file(&m, argv[2], &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
     llm_tok_scratch *s = llm_tok_scratch_new(t);
@@ -44,14 +38,14 @@ int main(int argc, char **argv)
     for (int r = 0; r < runs && threads > 0; r++) {
         size_t tokens = 0;
         llm_encpool *pool;
-        double t1 = now();
+        double t1 = llm_seconds();
         if (llm_encpool_new(&pool, t, threads, 0, -1, count_tokens, &tokens, &err) ||
             llm_encpool_submit(pool, (const char *)m.data, m.size, NULL, argv[2], &err) ||
             llm_encpool_finish(pool, &err)) {
             fprintf(stderr, "%s\n", err.msg);
             return 1;
         }
-        double dt = now() - t1;
+        double dt = llm_seconds() - t1;
         llm_encpool_free(pool);
         if (dt < best) best = dt;
         ids.n = tokens;
@@ -64,9 +58,9 @@ int main(int argc, char **argv)
             s = llm_tok_scratch_new(t);
         }
         ids.n = 0;
-        double t1 = now();
+        double t1 = llm_seconds();
         if (llm_tok_encode(t, s, (const char *)m.data, m.size, 0, &ids, &err)) { fprintf(stderr, "%s\n", err.msg); return 1; }
-        double dt = now() - t1;
+        double dt = llm_seconds() - t1;
         if (dt < best) best = dt;
     }
     printf("{\"tokenizer\":\"%s\",\"threads\":%d,\"file\":\"%s\",\"bytes\":%zu,\"tokens\":%zu,\"seconds\":%.6f,\"mb_per_s\":%.2f,"

@@ -1,4 +1,5 @@
 /* One evaluation from start to result: see eval_run.h. */
+#include "clock.h"
 #include "eval_run.h"
 #include "eval_gen.h"
 #include "eval_lm.h"
@@ -14,13 +15,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- what every task type shares: the examples, their shots, bad ones ---- */
 
@@ -364,7 +358,7 @@ static int run_gen(llm_infer *m, llm_eval_tok *et, run_ctx *c, llm_eval_result *
 int llm_eval_run_task(llm_infer *m, llm_eval_tok *et, const llm_eval_task *t, const llm_eval_opts *o,
                       llm_eval_result *r, llm_err *err)
 {
-    double t0 = now();
+    double t0 = llm_seconds();
     run_ctx c;
     if (o->pool && o->pool->type != t->type)
         return llm_errf(err, "%s: few-shot examples of type %s for a task of type %s", o->pool->path,
@@ -378,7 +372,7 @@ int llm_eval_run_task(llm_infer *m, llm_eval_tok *et, const llm_eval_task *t, co
     if (!rc) {
         llm_eval_set_count(r, "skipped", c.skipped);
         llm_eval_set_count(r, "truncated", c.truncated);
-        r->seconds = now() - t0;
+        r->seconds = llm_seconds() - t0;
     }
     run_ctx_free(&c);
     return rc;
@@ -417,7 +411,7 @@ static void check_tokenizer(llm_seqset *set, const llm_tokenizer *tok, const cha
 int llm_eval_run_data(llm_infer *m, const llm_tokenizer *tok, const char *path, const llm_eval_opts *o,
                       llm_eval_result *r, llm_err *err)
 {
-    double t0 = now();
+    double t0 = llm_seconds();
     llm_seqset *set;
     if (llm_seqset_open(path, &set, err)) return -1;
     const llm_config *c = llm_infer_config(m);
@@ -429,7 +423,7 @@ int llm_eval_run_data(llm_infer *m, const llm_tokenizer *tok, const char *path, 
     if (!rc) rc = llm_eval_lm_seqset(e, set, path, o->limit, o->progress, o->progress_ctx, err);
     if (!rc) {
         lm_result(llm_eval_lm_totals_of(e), tok != NULL, "sequences", r);
-        r->seconds = now() - t0;
+        r->seconds = llm_seconds() - t0;
     }
     llm_eval_lm_free(e);
     free(bytes);
@@ -440,7 +434,7 @@ int llm_eval_run_data(llm_infer *m, const llm_tokenizer *tok, const char *path, 
 int llm_eval_run_text(llm_infer *m, llm_eval_tok *et, const char *path, size_t window, size_t stride,
                       const llm_eval_opts *o, llm_eval_result *r, llm_err *err)
 {
-    double t0 = now();
+    double t0 = llm_seconds();
     const llm_config *c = llm_infer_config(m);
     if (!window || window > c->ctx_len) window = c->ctx_len;
     if (!stride || stride > window) stride = window;
@@ -469,7 +463,7 @@ int llm_eval_run_text(llm_infer *m, llm_eval_tok *et, const char *path, size_t w
         rc = llm_err_prefix(err, "%s", path);
     if (!rc) {
         lm_result(llm_eval_lm_totals_of(e), 1, "windows", r);
-        r->seconds = now() - t0;
+        r->seconds = llm_seconds() - t0;
     }
     llm_eval_lm_free(e);
     free(bytes);

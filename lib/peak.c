@@ -1,17 +1,11 @@
 /* The fp32 peak: llmk_fma_burn on every thread at once, timed. */
+#include "clock.h"
 #include "peak.h"
 #include "llmk.h"
 
 #include <time.h>
 
 #define ITERS 2000000u   /* about 50 ms per thread at 2.5 GHz with AVX-512 */
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 typedef struct {
     double flops[1024];
@@ -31,9 +25,9 @@ double llm_fp32_peak_gflops(int threads)
     static burn_ctx c;
     double best = 0;
     for (int r = 0; r < 3; r++) {
-        double t = now();
+        double t = llm_seconds();
         llmk_parallel_for((size_t)threads, 1, burn_task, &c);
-        t = now() - t;
+        t = llm_seconds() - t;
         double flops = 0;
         for (int i = 0; i < threads; i++) flops += c.flops[i];
         if (t > 0 && flops / t > best) best = flops / t;

@@ -1,6 +1,7 @@
 /* llm-infer: generate text from prompts on the CPU. See llm-infer(1). The
  * forward pass over KV caches is lib/infer.c, batching and beam search
  * lib/generate.c, sampling lib/sample.c, chat templates lib/chat.c. */
+#include "clock.h"
 #include "chat.h"
 #include "chat_encode.h"
 #include "cli.h"
@@ -66,13 +67,6 @@ static const llm_cmd cmd = {
               "stdin is a prompt. All prompts run together as one batch; results come out in input order.\n"
               "Text goes to stdout as it is made when there is one prompt. See llm-infer(1).",
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* ---- the model and its tokenizer ---- */
 
@@ -216,7 +210,7 @@ static void on_event(void *ctx, const llm_gen_event *e)
 {
     run *R = ctx;
     request *q = e->user;
-    if (!q->t_first) q->t_first = now();
+    if (!q->t_first) q->t_first = llm_seconds();
     if (!e->done) {
         if (q->streaming && e->delta_len) {
             fwrite(e->delta, 1, e->delta_len, stdout);
@@ -241,7 +235,7 @@ static void on_event(void *ctx, const llm_gen_event *e)
         fwrite(e->text + q->streamed, 1, e->text_len - q->streamed, stdout);
     R->completion_tokens += e->n_ids;
     if (++q->done < q->gr.p.n) return;
-    q->t_done = now();
+    q->t_done = llm_seconds();
     while (R->next_out < R->n && R->reqs[R->next_out].done == R->reqs[R->next_out].gr.p.n) print_result(R, &R->reqs[R->next_out++]);
 }
 
@@ -380,7 +374,7 @@ static void run_all(model *md, run *R, int streaming)
             llm_die_err(&err);
         }
     }
-    R->t0 = now();
+    R->t0 = llm_seconds();
     int rc;
     while ((rc = llm_gen_step(g, &err)) > 0) {}
     if (rc < 0) llm_die_err(&err);
@@ -389,7 +383,7 @@ static void run_all(model *md, run *R, int streaming)
 
 static void print_stats(const run *R)
 {
-    double s = now() - R->t0;
+    double s = llm_seconds() - R->t0;
     fprintf(stderr, "{\"requests\":%zu,\"prompt_tokens\":%zu,\"completion_tokens\":%zu,\"seconds\":%.4f,"
                     "\"tokens_per_s\":%.2f,\"batch\":%" PRId64 "}\n",
             R->n, R->prompt_tokens, R->completion_tokens, s, s > 0 ? R->completion_tokens / s : 0.0, batch);

@@ -1,6 +1,7 @@
 /* llm-serve — an OpenAI-compatible HTTP server over one model, with
  * continuous batching and a paged KV cache. See man/man1/llm-serve.1; the
  * parts are in tools/serve/ (server.h says how they fit). */
+#include "clock.h"
 #include "cli.h"
 #include "serve/server.h"
 #include "sysmem.h"
@@ -47,13 +48,6 @@ static const llm_cmd cmd = {
     "/health, /metrics, / (a chat page). SIGTERM or SIGINT: stop accepting, let requests finish for\n"
     "--drain seconds, exit 0.",
 };
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* The file's name without its directory and .safetensors. */
 static char *default_name(const char *path)
@@ -136,7 +130,7 @@ int main(int argc, char **argv)
     if (!d) llm_die("%s", msg);
     int v6 = strchr(host, ':') != NULL;
     fprintf(stderr, "llm-serve: listening on http://%s%s%s:%u\n", v6 ? "[" : "", host, v6 ? "]" : "", bound);
-    double t0 = now();
+    double t0 = llm_seconds();
     load(&S);
     pthread_t engine;
     if (engine_start(&S, &engine)) llm_die("cannot start the engine");
@@ -146,7 +140,7 @@ int main(int argc, char **argv)
     fprintf(stderr,
             "llm-serve: ready in %.2f s: model '%s', context %zu, KV cache %zu blocks of %d positions (%.1f MB), "
             "%zu sequences at once\n",
-            now() - t0, S.model_name, S.ctx, S.kv_max, LLM_KV_BLOCK, S.kv_max * (double)S.kv_block_bytes / 1e6,
+            llm_seconds() - t0, S.model_name, S.ctx, S.kv_max, LLM_KV_BLOCK, S.kv_max * (double)S.kv_block_bytes / 1e6,
             S.max_seqs);
 
     int sig = 0;
@@ -158,12 +152,12 @@ int main(int argc, char **argv)
     pthread_mutex_unlock(&S.lock);
     MHD_socket listen_fd = MHD_quiesce_daemon(d);
     if (listen_fd != MHD_INVALID_SOCKET) close(listen_fd);
-    double deadline = now() + drain_s;
+    double deadline = llm_seconds() + drain_s;
     for (;;) {
         pthread_mutex_lock(&S.lock);
         int busy = S.waiting || S.running || S.inbox;
         pthread_mutex_unlock(&S.lock);
-        if (!busy || now() >= deadline) break;
+        if (!busy || llm_seconds() >= deadline) break;
         usleep(20000);
     }
     pthread_mutex_lock(&S.lock);

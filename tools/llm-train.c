@@ -1,5 +1,6 @@
 /* llm-train: advance a model by N training steps on the CPU. See
  * llm-train(1); the model is lib/model.c, the steps lib/train.c. */
+#include "clock.h"
 #include "batch.h"
 #include "cli.h"
 #include "llmk.h"
@@ -82,13 +83,6 @@ static const llm_cmd cmd = {
 
 static volatile sig_atomic_t stop_requested;
 static void on_stop(int sig) { (void)sig; stop_requested = 1; }
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 static char *read_text(const char *path)
 {
@@ -192,10 +186,10 @@ static void evaluate(llm_trainer *t, llm_seqset *val, uint64_t step)
     llm_err err;
     double loss;
     uint64_t n;
-    double t0 = now();
+    double t0 = llm_seconds();
     if (llm_trainer_eval(t, val, (uint64_t)val_seqs, &loss, &n, &err)) llm_die_err(&err);
     log_line("{\"step\":%llu,\"val_loss\":%.6f,\"val_ppl\":%.4f,\"val_tokens\":%llu,\"seconds\":%.3f}",
-             (unsigned long long)step, loss, exp(loss), (unsigned long long)n, now() - t0);
+             (unsigned long long)step, loss, exp(loss), (unsigned long long)n, llm_seconds() - t0);
     if (llm_progress_enabled())
         fprintf(stderr, "%s: step %llu: val loss %.4f (ppl %.2f, %llu tokens)\n", llm_progname(), (unsigned long long)step,
                 loss, exp(loss), (unsigned long long)n);
@@ -293,7 +287,7 @@ int main(int argc, char **argv)
     int progress = llm_progress_enabled();
     while (s.step < last && !stop_requested) {
         llm_step_result r;
-        double t0 = now();
+        double t0 = llm_seconds();
         int rc = llm_trainer_step(t, data, &r, &err);
         if (rc == LLM_TRAIN_DIVERGED) {
             /* the parameters are those of the last good step: keep them */
@@ -301,7 +295,7 @@ int main(int argc, char **argv)
             llm_die("%s (the last good state, step %llu, is in %s)", err.msg, (unsigned long long)s.step, out_path);
         }
         if (rc) llm_die_err(&err);
-        double dt = now() - t0, tokens = (double)(s.batch * s.accum * s.seq);
+        double dt = llm_seconds() - t0, tokens = (double)(s.batch * s.accum * s.seq);
         double tps = tokens / dt, mfu = peak > 0 ? tps * flops_per_token / (peak * 1e9) : 0;
         log_line("{\"step\":%llu,\"loss\":%.6f,\"lr\":%.6g,\"grad_norm\":%.6f,\"tokens_per_s\":%.1f,\"mfu\":%.4f,"
                  "\"tokens\":%llu,\"seconds\":%.4f}",

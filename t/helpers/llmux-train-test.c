@@ -7,6 +7,7 @@
  * Each FILE is one text (add_text per file). Prints one line on stderr:
  *   words W distinct D vocab V merges M count_s X train_s Y
  * (count_s: reading and counting; train_s: training and writing the JSON). */
+#include "clock.h"
 #include "bpe_train.h"
 #include "cli.h"
 #include "fileio.h"
@@ -35,13 +36,6 @@ static const llm_opt opts[] = {
 static const llm_cmd cmd = {"llmux-train-test", "trains a byte-level BPE tokenizer (test helper)",
                             "--vocab-size N [OPTIONS] -o OUT FILE...", opts, NULL};
 
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec + ts.tv_nsec * 1e-9;
-}
-
 int main(int argc, char **argv)
 {
     llm_cli_init(argv[0]);
@@ -60,7 +54,7 @@ int main(int argc, char **argv)
     if (!t) llm_die("out of memory");
     llm_bpe_trainer_set_threads(t, (int)threads, (size_t)min_chunk);
 
-    double t0 = now();
+    double t0 = llm_seconds();
     for (int i = 0; i < nfiles; i++) {
         llm_mapped m;
         if (llm_map_file(&m, files[i], &err)) llm_die_err(&err);
@@ -70,11 +64,11 @@ int main(int argc, char **argv)
         }
         llm_unmap_file(&m);
     }
-    double t1 = now();
+    double t1 = llm_seconds();
     llm_strbuf json = {0};
     if (llm_bpe_trainer_finish(t, (size_t)vocab_size, specials.items, (size_t)specials.count, pattern, &json, &err))
         llm_die_err(&err);
-    double t2 = now();
+    double t2 = llm_seconds();
 
     llm_atomic a;
     if (llm_atomic_open(&a, out, &err) || llm_write_all(a.fd, json.data, json.len, out, &err) ||

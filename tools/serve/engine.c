@@ -1,5 +1,6 @@
 /* The engine thread: every job through one llm_gen, a step at a time (see
  * server.h for who holds what). */
+#include "clock.h"
 #include "server.h"
 
 #include <stdio.h>
@@ -12,13 +13,6 @@ typedef struct {
     llm_gen *g;
     job *held;               /* jobs added to g, not yet released by the engine */
 } engine;
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 job *job_new(void)
 {
@@ -74,7 +68,7 @@ static void on_event(void *ctx, const llm_gen_event *e)
     job *j = e->user;
     pthread_mutex_lock(&S->lock);
     if (!j->t_first) {
-        j->t_first = now();
+        j->t_first = llm_seconds();
         hist_add(&S->mt.ttft, j->t_first - j->t_submit);
     }
     job_choice *c = &j->ch[e->choice];
@@ -112,7 +106,7 @@ static void on_event(void *ctx, const llm_gen_event *e)
     S->mt.generation_tokens += e->n_ids;
     if (++j->ndone == j->nch) {
         j->state = JOB_DONE;
-        j->t_done = now();
+        j->t_done = llm_seconds();
         hist_add(&S->mt.latency, j->t_done - j->t_submit);
         S->mt.cached_tokens += e->cached_tokens;
     }

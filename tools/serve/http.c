@@ -2,6 +2,7 @@
  * body (within --max-body and the deadline), routes it, and answers: at
  * once, after waiting for its job, or as a stream that waits for each new
  * chunk. A client that goes away while its job runs cancels the job. */
+#include "clock.h"
 #include "server.h"
 
 #include <microhttpd.h>
@@ -14,13 +15,6 @@
 #include <time.h>
 
 extern const char llmux_chat_html[], llmux_chat_html_end[];
-
-static double now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
-}
 
 /* what a connection's request has so far */
 typedef struct {
@@ -156,7 +150,7 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
                 pthread_mutex_unlock(&S->lock);
                 return MHD_CONTENT_READER_END_OF_STREAM;
             }
-            if (now() > sc->j->deadline || S->quit) cancel_job(S, sc->j);
+            if (llm_seconds() > sc->j->deadline || S->quit) cancel_job(S, sc->j);
             wait_progress(S, 0.2);
         }
         pthread_mutex_unlock(&S->lock);
@@ -241,7 +235,7 @@ static enum MHD_Result completion(server *S, struct MHD_Connection *c, request_c
     pthread_mutex_lock(&S->lock);
     int gone = 0, late = 0;
     while (!job_over(j)) {
-        if ((gone = client_gone(c)) || (late = now() > j->deadline) || S->quit) {
+        if ((gone = client_gone(c)) || (late = llm_seconds() > j->deadline) || S->quit) {
             cancel_job(S, j);
             break;
         }
@@ -387,7 +381,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
     request_ctx *rq = *con_cls;
     if (!rq) {   /* the headers are in */
         if (!(rq = calloc(1, sizeof *rq))) return MHD_NO;
-        rq->t_start = now();
+        rq->t_start = llm_seconds();
         *con_cls = rq;
         const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl && strtoull(cl, NULL, 10) > S->max_body) {   /* answered before the body is read */
@@ -397,7 +391,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         return MHD_YES;
     }
     if (*upload_size) {
-        if (now() - rq->t_start > S->timeout) return MHD_NO;   /* a body dripping in: cut off */
+        if (llm_seconds() - rq->t_start > S->timeout) return MHD_NO;   /* a body dripping in: cut off */
         if (!rq->too_big && rq->body.len + *upload_size > S->max_body) rq->too_big = 1;
         if (!rq->too_big) llm_sb_add(&rq->body, upload, *upload_size);
         *upload_size = 0;
