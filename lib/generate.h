@@ -102,6 +102,22 @@ typedef struct {
 
 typedef void (*llm_gen_event_fn)(void *ctx, const llm_gen_event *e);
 
+/* A finished choice, copied out of its done event (which lives during the
+ * call only). */
+typedef struct {
+    char *text;              /* NUL-terminated */
+    size_t text_len;
+    uint32_t *ids, *top_ids; /* (n), (n, n_top) */
+    double *lps, *top_lps;
+    size_t n, n_top;
+    double score;
+    const char *finish;      /* a string constant */
+} llm_gen_result;
+
+/* r becomes a copy of done event e; -1 when out of memory (r then empty). */
+int llm_gen_result_copy(llm_gen_result *r, const llm_gen_event *e);
+void llm_gen_result_free(llm_gen_result *r);
+
 typedef struct llm_gen llm_gen;
 
 /* A generator over m, decoding with tok; at most max_seqs sequences (KV

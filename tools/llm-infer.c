@@ -103,23 +103,13 @@ static int encode_messages(model *md, json_t *messages, llm_ids *ids, llm_gen_re
 
 /* ---- requests and their results ---- */
 
-typedef struct {
-    char *text;
-    size_t text_len;
-    uint32_t *ids;
-    double *lps, *top_lps;
-    uint32_t *top_ids;
-    size_t n, n_top;
-    double score;
-    const char *finish;
-} result;
 
 typedef struct {
     llm_gen_request gr;
     llm_ids prompt;
     char *prompt_text;       /* echoed in JSON lines (NULL for messages) */
     char *id_json;           /* the request's "id", echoed */
-    result *res;
+    llm_gen_result *res;
     size_t done;
     double t_first, t_done;
     int streaming;
@@ -143,7 +133,7 @@ static void *xmemdup(const void *p, size_t n)
 }
 
 /* A choice's fields of a JSON line: "text" ... "finish_reason". */
-static void choice_json(llm_strbuf *b, const request *q, const result *r)
+static void choice_json(llm_strbuf *b, const request *q, const llm_gen_result *r)
 {
     llm_sb_puts(b, "\"text\":");
     llm_sb_json_string(b, r->text);
@@ -219,18 +209,8 @@ static void on_event(void *ctx, const llm_gen_event *e)
         }
         return;
     }
-    result *r = &q->res[e->choice];
-    r->text = xmemdup(e->text, e->text_len + 1);
-    r->text[e->text_len] = 0;
-    r->text_len = e->text_len;
-    r->n = e->n_ids;
-    r->n_top = e->n_top;
-    r->ids = xmemdup(e->ids, e->n_ids * sizeof *r->ids);
-    r->lps = xmemdup(e->logprobs, e->n_ids * sizeof *r->lps);
-    r->top_ids = xmemdup(e->all_top_ids, e->n_ids * e->n_top * sizeof *r->top_ids);
-    r->top_lps = xmemdup(e->all_top_lps, e->n_ids * e->n_top * sizeof *r->top_lps);
-    r->score = e->score;
-    r->finish = e->finish;
+    llm_gen_result *r = &q->res[e->choice];
+    if (llm_gen_result_copy(r, e)) llm_die("out of memory");
     if (q->streaming && e->text_len > q->streamed)   /* held back for a stop string that did not come */
         fwrite(e->text + q->streamed, 1, e->text_len - q->streamed, stdout);
     R->completion_tokens += e->n_ids;
@@ -242,8 +222,7 @@ static void on_event(void *ctx, const llm_gen_event *e)
 static void free_request(request *q)
 {
     for (size_t i = 0; q->res && i < q->gr.p.n; i++) {
-        result *r = &q->res[i];
-        free(r->text), free(r->ids), free(r->lps), free(r->top_ids), free(r->top_lps);
+        llm_gen_result_free(&q->res[i]);
     }
     free(q->res);
     llm_ids_free(&q->prompt);

@@ -25,7 +25,7 @@ static void choice_free(job_choice *c)
 {
     for (size_t i = 0; i < c->nev; i++) free(c->ev[i].delta), free(c->ev[i].top_ids), free(c->ev[i].top_lps);
     free(c->ev);
-    free(c->text), free(c->ids), free(c->lps), free(c->top_ids), free(c->top_lps);
+    llm_gen_result_free(&c->r);
 }
 
 void job_release(job *j)
@@ -91,15 +91,10 @@ static void on_event(void *ctx, const llm_gen_event *e)
         pthread_mutex_unlock(&S->lock);
         return;
     }
-    c->text = malloc(e->text_len + 1);
-    if (c->text) memcpy(c->text, e->text, e->text_len), c->text[e->text_len] = 0, c->text_len = e->text_len;
-    c->n_ids = e->n_ids;
-    c->n_top = e->n_top;
-    c->ids = dup_or_null(e->ids, e->n_ids * sizeof *e->ids);
-    c->lps = dup_or_null(e->logprobs, e->n_ids * sizeof *e->logprobs);
-    c->top_ids = dup_or_null(e->all_top_ids, e->n_ids * e->n_top * sizeof *e->all_top_ids);
-    c->top_lps = dup_or_null(e->all_top_lps, e->n_ids * e->n_top * sizeof *e->all_top_lps);
-    c->finish = e->finish;
+    if (llm_gen_result_copy(&c->r, e)) {   /* the text is lost, not the request: it ends empty */
+        c->r.finish = e->finish;
+        c->r.text = NULL;
+    }
     c->done = 1;
     j->completion_tokens += e->n_ids;
     j->cached_tokens = e->cached_tokens;

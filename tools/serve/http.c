@@ -25,6 +25,17 @@ typedef struct {
 
 /* ---- answers ---- */
 
+/* Queues r with status, counted in the metrics; r is released. */
+static enum MHD_Result queue(server *S, struct MHD_Connection *c, unsigned status, struct MHD_Response *r)
+{
+    enum MHD_Result ok = MHD_queue_response(c, status, r);
+    MHD_destroy_response(r);
+    pthread_mutex_lock(&S->lock);
+    metrics_count_status(&S->mt, status);
+    pthread_mutex_unlock(&S->lock);
+    return ok;
+}
+
 static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned status, const char *type, char *data,
                                size_t len)
 {
@@ -36,12 +47,7 @@ static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned sta
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
     if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
-    enum MHD_Result ok = MHD_queue_response(c, status, r);
-    MHD_destroy_response(r);
-    pthread_mutex_lock(&S->lock);
-    metrics_count_status(&S->mt, status);
-    pthread_mutex_unlock(&S->lock);
-    return ok;
+    return queue(S, c, status, r);
 }
 
 static enum MHD_Result respond_json(server *S, struct MHD_Connection *c, unsigned status, json_t *v)
@@ -224,12 +230,7 @@ static enum MHD_Result completion(server *S, struct MHD_Connection *c, request_c
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/event-stream");
         MHD_add_response_header(r, MHD_HTTP_HEADER_CACHE_CONTROL, "no-cache");
         MHD_add_response_header(r, "X-Accel-Buffering", "no");
-        enum MHD_Result ok = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        pthread_mutex_lock(&S->lock);
-        metrics_count_status(&S->mt, 200);
-        pthread_mutex_unlock(&S->lock);
-        return ok;
+        return queue(S, c, 200, r);
     }
     /* the whole answer: wait for the job */
     pthread_mutex_lock(&S->lock);
@@ -343,12 +344,7 @@ static enum MHD_Result route(server *S, struct MHD_Connection *c, const char *ur
         struct MHD_Response *r = MHD_create_response_from_buffer(len, (void *)llmux_chat_html, MHD_RESPMEM_PERSISTENT);
         if (!r) return MHD_NO;
         MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, "text/html; charset=utf-8");
-        enum MHD_Result ok = MHD_queue_response(c, 200, r);
-        MHD_destroy_response(r);
-        pthread_mutex_lock(&S->lock);
-        metrics_count_status(&S->mt, 200);
-        pthread_mutex_unlock(&S->lock);
-        return ok;
+        return queue(S, c, 200, r);
     }
     pthread_mutex_lock(&S->lock);
     int ready = S->ready;

@@ -325,14 +325,14 @@ char *answer_json(server *S, job *j)
     json_t *choices = json_array();
     for (size_t i = 0; i < j->nch; i++) {
         const job_choice *c = &j->ch[i];
-        json_t *lp = j->logprobs ? logprobs_json(S, j, c->ids, c->lps, c->top_ids, c->top_lps, c->n_ids, c->n_top)
+        json_t *lp = j->logprobs ? logprobs_json(S, j, c->r.ids, c->r.lps, c->r.top_ids, c->r.top_lps, c->r.n, c->r.n_top)
                                  : json_null();
-        json_t *text = text_value(c->text ? c->text : "", c->text_len), *ch;
+        json_t *text = text_value(c->r.text ? c->r.text : "", c->r.text_len), *ch;
         if (j->chat)
             ch = json_pack("{sIs{sssoso}soss}", "index", (json_int_t)i, "message", "role", "assistant", "content", text,
-                           "refusal", json_null(), "logprobs", lp, "finish_reason", c->finish);
+                           "refusal", json_null(), "logprobs", lp, "finish_reason", c->r.finish);
         else
-            ch = json_pack("{sIsososs}", "index", (json_int_t)i, "text", text, "logprobs", lp, "finish_reason", c->finish);
+            ch = json_pack("{sIsososs}", "index", (json_int_t)i, "text", text, "logprobs", lp, "finish_reason", c->r.finish);
         json_array_append_new(choices, ch);
     }
     json_t *a = json_pack("{sssssIsssoso}", "id", j->id, "object", j->chat ? "chat.completion" : "text_completion",
@@ -400,12 +400,12 @@ void stream_chunks(server *S, job *j, llm_strbuf *out, int *end)
         if (c->done && !c->final_sent) {
             /* text held back for a stop string that did not come, and (beam
              * search) every token's logprobs */
-            size_t from = c->streamed < c->text_len ? c->streamed : c->text_len, tok0 = c->taken < c->n_ids ? c->taken : c->n_ids;
-            json_t *lp = j->logprobs && tok0 < c->n_ids
-                             ? logprobs_json(S, j, c->ids + tok0, c->lps + tok0, c->top_ids + tok0 * c->n_top,
-                                             c->top_lps + tok0 * c->n_top, c->n_ids - tok0, c->n_top)
+            size_t from = c->streamed < c->r.text_len ? c->streamed : c->r.text_len, tok0 = c->taken < c->r.n ? c->taken : c->r.n;
+            json_t *lp = j->logprobs && tok0 < c->r.n
+                             ? logprobs_json(S, j, c->r.ids + tok0, c->r.lps + tok0, c->r.top_ids + tok0 * c->r.n_top,
+                                             c->r.top_lps + tok0 * c->r.n_top, c->r.n - tok0, c->r.n_top)
                              : NULL;
-            add_chunk(out, chunk_json(S, j, i, delta(j, c->text ? c->text + from : "", c->text_len - from), lp, c->finish));
+            add_chunk(out, chunk_json(S, j, i, delta(j, c->r.text ? c->r.text + from : "", c->r.text_len - from), lp, c->r.finish));
             c->final_sent = 1;
         }
         all_final &= c->final_sent;

@@ -58,14 +58,8 @@ typedef struct {
     size_t nev, cap, taken;
     size_t streamed;         /* bytes of text the stream has written */
     int role_sent, final_sent;
-    /* the done event */
     int done;
-    char *text;
-    size_t text_len;
-    uint32_t *ids, *top_ids;
-    double *lps, *top_lps;
-    size_t n_ids, n_top;
-    const char *finish;
+    llm_gen_result r;        /* once done */
 } job_choice;
 
 typedef enum { JOB_NEW, JOB_RUNNING, JOB_DONE, JOB_FAILED, JOB_CANCELLED } job_state;
