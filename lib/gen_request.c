@@ -58,18 +58,21 @@ int llm_gen_request_stop_id(llm_gen_request *q, uint32_t id, llm_err *err)
     return 0;
 }
 
-const char *llm_gen_params_problem(const llm_gen_params *p)
+const char *llm_gen_params_problem(const llm_gen_params *p, const char **field)
 {
     const llm_sampling *s = &p->sampling;
-    if (!(s->temperature >= 0)) return "temperature must be 0 or more";
-    if (!(s->top_p > 0 && s->top_p <= 1)) return "top_p must be above 0 and at most 1";
-    if (!(s->min_p >= 0 && s->min_p < 1)) return "min_p must be at least 0 and below 1";
-    if (!(s->repetition_penalty > 0)) return "the repetition penalty must be above 0";
-    if (!(fabs(s->presence_penalty) <= 2) || !(fabs(s->frequency_penalty) <= 2))
-        return "presence and frequency penalties must be within -2..2";
-    if (p->beams == 1) return "beams must be 2 or more (0: no beam search)";
-    if (p->beams >= 2 && p->n > p->beams) return "n must be at most the number of beams";
-    return NULL;
+    const char *dummy;
+    if (!field) field = &dummy;
+    if (!(s->temperature >= 0)) return *field = "temperature", "temperature must be 0 or more";
+    if (!(s->top_p > 0 && s->top_p <= 1)) return *field = "top_p", "top_p must be above 0 and at most 1";
+    if (!(s->min_p >= 0 && s->min_p < 1)) return *field = "min_p", "min_p must be at least 0 and below 1";
+    if (!(s->repetition_penalty > 0)) return *field = "repetition_penalty", "the repetition penalty must be above 0";
+    if (!(fabs(s->presence_penalty) <= 2)) return *field = "presence_penalty", "the presence penalty must be within -2..2";
+    if (!(fabs(s->frequency_penalty) <= 2))
+        return *field = "frequency_penalty", "the frequency penalty must be within -2..2";
+    if (p->beams == 1) return *field = "beams", "beams must be 2 or more (0: no beam search)";
+    if (p->beams >= 2 && p->n > p->beams) return *field = "n", "n must be at most the number of beams";
+    return *field = NULL, NULL;
 }
 
 /* ---- fields ---- */
@@ -83,12 +86,13 @@ static int get_number(const json_t *o, const char *k, double *v, const char **fi
     return 0;
 }
 
-static int get_count(const json_t *o, const char *k, size_t *v, size_t max, const char **field, llm_err *err)
+static int get_count(const json_t *o, const char *k, size_t *v, size_t min, size_t max, const char **field,
+                     llm_err *err)
 {
     json_t *x = json_object_get(o, k);
     if (!x || json_is_null(x)) return 0;
-    if (!json_is_integer(x) || json_integer_value(x) < 0 || (uint64_t)json_integer_value(x) > max)
-        return *field = k, llm_errf(err, "\"%s\" must be an integer from 0 to %zu", k, max);
+    if (!json_is_integer(x) || json_integer_value(x) < (json_int_t)min || (uint64_t)json_integer_value(x) > max)
+        return *field = k, llm_errf(err, "\"%s\" must be an integer from %zu to %zu", k, min, max);
     *v = (size_t)json_integer_value(x);
     return 0;
 }
@@ -155,15 +159,13 @@ int llm_gen_request_read(llm_gen_request *q, const json_t *o, const char **field
         get_number(o, "presence_penalty", &s->presence_penalty, field, err) ||
         get_number(o, "frequency_penalty", &s->frequency_penalty, field, err) ||
         get_number(o, "length_penalty", &p->length_penalty, field, err) ||
-        get_count(o, "top_k", &k, 1 << 24, field, err) || get_count(o, "seed", &seed_v, SIZE_MAX, field, err) ||
-        get_count(o, "max_tokens", &p->max_tokens, 1 << 24, field, err) || get_count(o, "n", &p->n, 1024, field, err) ||
-        get_count(o, "beams", &p->beams, LLM_GEN_MAX_BEAMS, field, err) ||
-        get_count(o, "top_logprobs", &p->top_logprobs, LLM_GEN_MAX_TOP_LOGPROBS, field, err))
+        get_count(o, "top_k", &k, 0, 1 << 24, field, err) || get_count(o, "seed", &seed_v, 0, SIZE_MAX, field, err) ||
+        get_count(o, "max_tokens", &p->max_tokens, 1, 1 << 24, field, err) ||
+        get_count(o, "n", &p->n, 1, 1024, field, err) || get_count(o, "beams", &p->beams, 0, LLM_GEN_MAX_BEAMS, field, err) ||
+        get_count(o, "top_logprobs", &p->top_logprobs, 0, LLM_GEN_MAX_TOP_LOGPROBS, field, err))
         return -1;
     s->top_k = k;
     p->seed = seed_v;
-    if (p->max_tokens < 1) return *field = "max_tokens", llm_errf(err, "\"max_tokens\" must be at least 1");
-    if (p->n < 1) return *field = "n", llm_errf(err, "\"n\" must be at least 1");
     json_t *x = json_object_get(o, "ignore_eos");
     if (x && !json_is_null(x)) {
         if (!json_is_boolean(x)) return *field = "ignore_eos", llm_errf(err, "\"ignore_eos\" must be true or false");
@@ -173,7 +175,7 @@ int llm_gen_request_read(llm_gen_request *q, const json_t *o, const char **field
     if ((x = json_object_get(o, "logit_bias")) && !json_is_null(x) && read_bias(q, x, err))
         return *field = "logit_bias", -1;
     relink(q);
-    const char *bad = llm_gen_params_problem(p);
+    const char *bad = llm_gen_params_problem(p, field);
     return bad ? llm_errf(err, "%s", bad) : 0;
 }
 

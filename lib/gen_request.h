@@ -36,8 +36,9 @@ int llm_gen_request_read(llm_gen_request *q, const json_t *o, const char **field
 /* Adds a token that ends a choice (a chat template's end token). */
 int llm_gen_request_stop_id(llm_gen_request *q, uint32_t id, llm_err *err);
 
-/* NULL, or what is wrong with the parameters as a whole. */
-const char *llm_gen_params_problem(const llm_gen_params *p);
+/* NULL, or what is wrong with the parameters; *field (when field is not
+ * NULL) the field's name. */
+const char *llm_gen_params_problem(const llm_gen_params *p, const char **field);
 
 /* The chat format: name (chatml, llama2 or llama3) when given, else the
  * model's "chat_template" metadata tpl (a name, or a Jinja template

@@ -278,7 +278,7 @@ static void read_defaults(void)
     }
     p->sampling.logit_bias = default_bias;
     p->sampling.n_logit_bias = (size_t)biases.count;
-    const char *bad = llm_gen_params_problem(p);
+    const char *bad = llm_gen_params_problem(p, NULL);
     if (bad) llm_usage_error("%s", bad);
 }
 

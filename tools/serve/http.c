@@ -36,6 +36,9 @@ static enum MHD_Result queue(server *S, struct MHD_Connection *c, unsigned statu
     return ok;
 }
 
+/* The methods the path of a 405 takes (set by route; one connection, one thread). */
+static __thread const char *allowed = "GET, POST";
+
 static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned status, const char *type, char *data,
                                size_t len)
 {
@@ -46,7 +49,7 @@ static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned sta
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, "GET, POST");
+    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
     return queue(S, c, status, r);
 }
 
@@ -336,8 +339,13 @@ static enum MHD_Result route(server *S, struct MHD_Connection *c, const char *ur
     size_t k = 0, n = sizeof routes / sizeof *routes;
     while (k < n && strcmp(routes[k].path, url)) k++;
     if (k == n) return respond_error(S, c, 404, "no such endpoint", NULL);
-    if (strcmp(routes[k].method, method))
-        return respond_error(S, c, 405, strcmp(method, "GET") ? "use GET" : "use POST", NULL);
+    int head = !strcmp(method, "HEAD") && !strcmp(routes[k].method, "GET");   /* MHD sends the headers only */
+    if (strcmp(routes[k].method, method) && !head) {
+        char m[64];
+        allowed = !strcmp(routes[k].method, "GET") ? "GET, HEAD" : "POST";
+        snprintf(m, sizeof m, "%s %s: use %s", method, routes[k].path, routes[k].method);
+        return respond_error(S, c, 405, m, NULL);
+    }
     if (rq->too_big) return respond_error(S, c, 413, "the request body is larger than --max-body", NULL);
     if (k == 0) {
         size_t len = (size_t)(llmux_chat_html_end - llmux_chat_html);

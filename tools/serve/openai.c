@@ -132,7 +132,8 @@ static int chat_prompt(server *S, json_t *messages, job *j, const char **param, 
     llm_err err;
     if (!ts) rc = fail(msg, size, param, NULL, 500, "out of memory");
     else if (llm_gen_encode_messages(S->tok, ts, S->chat, plain, &segs, &j->prompt, &end, &has_end, &err))
-        rc = fail(msg, size, param, "messages", 400, "%s", err.msg);
+        rc = fail(msg, size, param, "messages", 400, "%s",
+                  strncmp(err.msg, "record: ", 8) ? err.msg : err.msg + 8);   /* lib/chat names the record */
     else if (has_end && llm_gen_request_stop_id(&j->gr, end, &err))
         rc = fail(msg, size, param, NULL, 500, "%s", err.msg);
     llm_chat_segments_free(&segs);
