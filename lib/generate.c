@@ -585,11 +585,13 @@ static int beam_step(llm_gen *g, request *r, llm_err *err)
         c->pending = next[j].id;
         c->running = 1;
     }
-    /* the old beams' memory goes (their sequences have moved on) */
+    /* the old beams' memory goes (their sequences have moved on), and that
+     * of slots past them (the first step: choices made by llm_gen_add) */
     for (size_t b = 0; b < live; b++) {
         old[b].seq = NULL;
         choice_free(&old[b]);
     }
+    for (size_t b = live; b < r->nch; b++) choice_free(&r->ch[b]);
     memcpy(r->ch, fresh, nn * sizeof *r->ch);
     memset(r->ch + nn, 0, (r->nch - nn) * sizeof *r->ch);
     r->live = nn;

@@ -58,7 +58,7 @@ struct llm_infer {
 const llm_config *llm_infer_config(const llm_infer *m) { return &m->c; }
 const char *llm_infer_meta(const llm_infer *m, const char *key) { return llm_st_meta(m->st, key); }
 uint64_t llm_infer_weight_bytes(const llm_infer *m) { return m->weight_bytes; }
-void llm_infer_reset(llm_infer *m) { m->own->pos = 0; }
+void llm_infer_reset(llm_infer *m) { llm_infer_seq_truncate(m->own, 0); }
 size_t llm_infer_pos(const llm_infer *m) { return m->own->pos; }
 
 static size_t kv_dim(const llm_config *c) { return c->n_kv_heads * (c->dim / c->n_heads); }
@@ -342,12 +342,37 @@ size_t llm_infer_seq_reuse(llm_infer_seq *s, const uint32_t *tokens, size_t n)
     return s->pos;
 }
 
-/* Blocks the next `count` positions of s need: new ones, and a copy of a
- * shared block it writes into. */
-static size_t blocks_needed(const llm_infer_seq *s, size_t count)
+/* The block s writes its next position into when that block is already
+ * there and shared (it will be copied first), else LLM_KVPOOL_NONE. */
+static uint32_t shared_write_block(const llm_infer_seq *s)
 {
-    size_t want = (s->pos + count + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK, need = want > s->nblocks ? want - s->nblocks : 0;
-    if (s->pos % LLM_KV_BLOCK && llm_kvpool_refs(s->m->kv, s->blocks[s->pos / LLM_KV_BLOCK]) > 1) need++;
+    if (!(s->pos % LLM_KV_BLOCK)) return LLM_KVPOOL_NONE;
+    uint32_t b = s->blocks[s->pos / LLM_KV_BLOCK];
+    return llm_kvpool_refs(s->m->kv, b) > 1 ? b : LLM_KVPOOL_NONE;
+}
+
+/* Blocks a pass needs: new ones for every sequence's next positions, and
+ * copies of shared blocks written into. k sequences writing into a block of
+ * r references make min(k, r - 1) copies: the last holder writes in place. */
+static size_t blocks_needed(llm_infer_seq *const *seqs, const size_t *counts, size_t nseq)
+{
+    size_t need = 0;
+    for (size_t i = 0; i < nseq; i++) {
+        const llm_infer_seq *s = seqs[i];
+        size_t want = (s->pos + counts[i] + LLM_KV_BLOCK - 1) / LLM_KV_BLOCK;
+        if (want > s->nblocks) need += want - s->nblocks;
+        uint32_t b = shared_write_block(s);
+        if (b == LLM_KVPOOL_NONE) continue;
+        size_t k = 0, first = 1;
+        for (size_t j = 0; j < nseq; j++)
+            if (shared_write_block(seqs[j]) == b) {
+                if (j < i) first = 0;
+                k++;
+            }
+        if (!first) continue;   /* counted at its first writer */
+        size_t r = llm_kvpool_refs(s->m->kv, b);
+        need += k < r - 1 ? k : r - 1;
+    }
     return need;
 }
 
@@ -494,8 +519,7 @@ int llm_infer_batch(llm_infer *m, llm_infer_seq *const *seqs, const uint32_t *to
         for (size_t i = 0; i < counts[s]; i++, N++)
             if (tokens[N] >= V) return llm_errf(err, "token %u is outside the vocabulary of %zu", tokens[N], V);
     }
-    size_t need = 0, avail = llm_kvpool_available(m->kv);
-    for (size_t s = 0; s < nseq; s++) need += blocks_needed(seqs[s], counts[s]);
+    size_t need = blocks_needed(seqs, counts, nseq), avail = llm_kvpool_available(m->kv);
     if (need > avail)
         return llm_errf(err, "the KV cache is full: the batch needs %zu more blocks, %zu are free", need, avail);
     for (size_t s = 0; s < nseq; s++) take_blocks(seqs[s], counts[s]);
