@@ -83,6 +83,15 @@ int llm_st_writer_add(llm_st_writer *w, const char *name, llm_dtype dtype, size_
 /* Adds a quantized tensor: a U8 blob of llm_quant_nbytes(q, ndim, shape) bytes. */
 int llm_st_writer_add_quant(llm_st_writer *w, const char *name, const llm_quant_type *q, size_t ndim,
                             const uint64_t *shape, const void *data, uint64_t nbytes, llm_err *err);
+/* Adds a tensor whose nbytes come from fill at write time, one tensor at a
+ * time into a buffer the writer keeps (a conversion streams through it
+ * instead of holding every tensor). fill fails with err set. */
+typedef int (*llm_st_fill_fn)(void *ctx, void *out, uint64_t nbytes, llm_err *err);
+int llm_st_writer_add_fill(llm_st_writer *w, const char *name, llm_dtype dtype, size_t ndim, const uint64_t *shape,
+                           uint64_t nbytes, llm_st_fill_fn fill, void *ctx, llm_err *err);
+int llm_st_writer_add_quant_fill(llm_st_writer *w, const char *name, const llm_quant_type *q, size_t ndim,
+                                 const uint64_t *shape, uint64_t nbytes, llm_st_fill_fn fill, void *ctx, llm_err *err);
+
 /* Writes to a temp file beside path and renames it into place. */
 int llm_st_writer_write(llm_st_writer *w, const char *path, llm_err *err);
 

@@ -14,6 +14,8 @@ typedef struct {
     const void *data;
     uint64_t nbytes;
     const llm_quant_type *quant;   /* with quant: shape is the logical shape */
+    llm_st_fill_fn fill;           /* or the bytes come from here, at write time */
+    void *fill_ctx;
 } entry;
 
 struct llm_st_writer {
@@ -236,6 +238,44 @@ static int build_header(llm_st_writer *w, entry **order, llm_strbuf *hdr, llm_er
     return failed ? llm_errf(err, "out of memory") : 0;
 }
 
+int llm_st_writer_add_fill(llm_st_writer *w, const char *name, llm_dtype dtype, size_t ndim, const uint64_t *shape,
+                           uint64_t nbytes, llm_st_fill_fn fill, void *ctx, llm_err *err)
+{
+    static const char placeholder;
+    if (llm_st_writer_add(w, name, dtype, ndim, shape, &placeholder, nbytes, err)) return -1;
+    w->entries[w->count - 1].data = NULL;
+    w->entries[w->count - 1].fill = fill;
+    w->entries[w->count - 1].fill_ctx = ctx;
+    return 0;
+}
+
+int llm_st_writer_add_quant_fill(llm_st_writer *w, const char *name, const llm_quant_type *q, size_t ndim,
+                                 const uint64_t *shape, uint64_t nbytes, llm_st_fill_fn fill, void *ctx, llm_err *err)
+{
+    static const char placeholder;
+    if (llm_st_writer_add_quant(w, name, q, ndim, shape, &placeholder, nbytes, err)) return -1;
+    w->entries[w->count - 1].data = NULL;
+    w->entries[w->count - 1].fill = fill;
+    w->entries[w->count - 1].fill_ctx = ctx;
+    return 0;
+}
+
+/* Writes entry e: its bytes, or what its fill gives, through buf (grown to
+ * the largest filled tensor). */
+static int write_entry(int fd, const entry *e, void **buf, uint64_t *cap, const char *path, llm_err *err)
+{
+    if (!e->fill) return llm_write_all(fd, e->data, e->nbytes, path, err);
+    if (e->nbytes > *cap) {
+        void *nb = realloc(*buf, e->nbytes);
+        if (!nb) return llm_errf(err, "%s: out of memory for tensor '%s' (%llu bytes)", path, e->name,
+                                 (unsigned long long)e->nbytes);
+        *buf = nb;
+        *cap = e->nbytes;
+    }
+    if (e->fill(e->fill_ctx, *buf, e->nbytes, err)) return llm_err_prefix(err, "%s: tensor '%s'", path, e->name);
+    return llm_write_all(fd, *buf, e->nbytes, path, err);
+}
+
 int llm_st_writer_write(llm_st_writer *w, const char *path, llm_err *err)
 {
     entry **order = malloc((w->count + 1) * sizeof *order);
@@ -252,8 +292,10 @@ int llm_st_writer_write(llm_st_writer *w, const char *path, llm_err *err)
     int rc = llm_atomic_open(&out, path, err);
     if (!rc) rc = llm_write_all(out.fd, len8, 8, path, err);
     if (!rc) rc = llm_write_all(out.fd, hdr.data, hdr.len, path, err);
-    for (size_t i = 0; i < w->count && !rc; i++)
-        rc = llm_write_all(out.fd, order[i]->data, order[i]->nbytes, path, err);
+    void *buf = NULL;
+    uint64_t cap = 0;
+    for (size_t i = 0; i < w->count && !rc; i++) rc = write_entry(out.fd, order[i], &buf, &cap, path, err);
+    free(buf);
     if (rc) {
         if (out.fd >= 0 || out.tmp) llm_atomic_abort(&out);
     } else {
