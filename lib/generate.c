@@ -247,41 +247,6 @@ int llm_gen_add(llm_gen *g, const uint32_t *prompt, size_t n, const llm_gen_para
     return 0;
 }
 
-/* ---- results ---- */
-
-static void *copy_of(const void *p, size_t n)
-{
-    void *q = malloc(n ? n : 1);
-    if (q && n) memcpy(q, p, n);
-    return q;
-}
-
-void llm_gen_result_free(llm_gen_result *r)
-{
-    free(r->text), free(r->ids), free(r->top_ids), free(r->lps), free(r->top_lps);
-    memset(r, 0, sizeof *r);
-}
-
-int llm_gen_result_copy(llm_gen_result *r, const llm_gen_event *e)
-{
-    r->text = copy_of(e->text, e->text_len + 1);
-    r->ids = copy_of(e->ids, e->n_ids * sizeof *r->ids);
-    r->lps = copy_of(e->logprobs, e->n_ids * sizeof *r->lps);
-    r->top_ids = copy_of(e->all_top_ids, e->n_ids * e->n_top * sizeof *r->top_ids);
-    r->top_lps = copy_of(e->all_top_lps, e->n_ids * e->n_top * sizeof *r->top_lps);
-    if (!r->text || !r->ids || !r->lps || !r->top_ids || !r->top_lps) {
-        llm_gen_result_free(r);
-        return -1;
-    }
-    r->text[e->text_len] = 0;
-    r->text_len = e->text_len;
-    r->n = e->n_ids;
-    r->n_top = e->n_top;
-    r->score = e->score;
-    r->finish = e->finish;
-    return 0;
-}
-
 /* ---- sequences ---- */
 
 static llm_infer_seq *seq_take(llm_gen *g, llm_err *err)

@@ -14,30 +14,6 @@ typedef struct {
     job *held;               /* jobs added to g, not yet released by the engine */
 } engine;
 
-job *job_new(void)
-{
-    job *j = calloc(1, sizeof *j);
-    if (j) j->refs = 1;
-    return j;
-}
-
-static void choice_free(job_choice *c)
-{
-    for (size_t i = 0; i < c->nev; i++) free(c->ev[i].delta), free(c->ev[i].top_ids), free(c->ev[i].top_lps);
-    free(c->ev);
-    llm_gen_result_free(&c->r);
-}
-
-void job_release(job *j)
-{
-    if (--j->refs > 0) return;
-    for (size_t i = 0; j->ch && i < j->nch; i++) choice_free(&j->ch[i]);
-    free(j->ch);
-    llm_gen_request_free(&j->gr);
-    llm_ids_free(&j->prompt);
-    free(j);
-}
-
 void engine_submit(server *S, job *j)
 {
     pthread_mutex_lock(&S->lock);
