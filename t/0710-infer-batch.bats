@@ -6,13 +6,9 @@
 setup_file() {
     cd "$BATS_FILE_TMPDIR"
     PATH="$BATS_TEST_DIRNAME/../bin:$PATH"
-    for i in $(seq 1 30); do echo "Verse $i. In the beginning God created the heaven and the earth."; done > text.txt
-    jq -cR '{text: .}' text.txt > text.jsonl
-    llm-tokenize train --vocab-size 300 --special '<|endoftext|>' --special '<|im_start|>' --special '<|im_end|>' \
-        -o tok.json text.txt
-    llm-tokenize -t tok.json text.jsonl | llm-shard --seq 16 -o data
-    llm-train --arch llama --layers 2 --heads 4 --kv-heads 2 --dim 64 --ffn 128 --ctx 64 --tokenizer tok.json \
-        data --steps 30 --lr 1e-2 -o model.safetensors
+    source "$BATS_TEST_DIRNAME/helpers/tiny.bash"
+    tiny_corpus '<|im_start|>' '<|im_end|>'
+    tiny_llama
     llm-quantize -q q8_0 model.safetensors -o q8.safetensors > /dev/null
 }
 

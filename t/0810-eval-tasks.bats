@@ -5,12 +5,9 @@
 setup_file() {
     cd "$BATS_FILE_TMPDIR"
     PATH="$BATS_TEST_DIRNAME/../bin:$PATH"
-    for i in $(seq 1 30); do echo "Verse $i. In the beginning God created the heaven and the earth."; done > text.txt
-    jq -cR '{text: .}' text.txt > text.jsonl
-    llm-tokenize train --vocab-size 300 --special '<|endoftext|>' -o tok.json text.txt
-    llm-tokenize -t tok.json text.jsonl | llm-shard --seq 16 -o data
-    llm-train --arch llama --layers 2 --heads 4 --kv-heads 2 --dim 64 --ffn 128 --ctx 64 --tokenizer tok.json \
-        data --steps 30 --lr 1e-2 -o model.safetensors
+    source "$BATS_TEST_DIRNAME/helpers/tiny.bash"
+    tiny_corpus
+    tiny_llama
     llm-quantize -q q8_0 model.safetensors -o q8.safetensors > /dev/null
     # the model's own greedy continuations of a few prompts: known answers
     for i in 2 5 11 17 23; do

@@ -6,10 +6,8 @@
 setup_file() {
     cd "$BATS_FILE_TMPDIR"
     PATH="$BATS_TEST_DIRNAME/../bin:$PATH"
-    for i in $(seq 1 30); do echo "Verse $i. In the beginning God created the heaven and the earth."; done > text.txt
-    jq -cR '{text: .}' text.txt > text.jsonl
-    llm-tokenize train --vocab-size 300 --special '<|endoftext|>' -o tok.json text.txt
-    llm-tokenize -t tok.json text.jsonl | llm-shard --seq 16 -o data
+    source "$BATS_TEST_DIRNAME/helpers/tiny.bash"
+    tiny_corpus
     llm-tokenize -t tok.json text.jsonl | llm-shard --seq 128 -o long
     llm-train --arch gpt2 --layers 2 --heads 2 --dim 32 --ffn 64 --ctx 64 --tokenizer tok.json \
         data --steps 5 --lr 1e-2 -o model.safetensors
