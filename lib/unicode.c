@@ -77,3 +77,34 @@ size_t llm_utf8_encode(uint32_t cp, char out[4])
     o[3] = (unsigned char)(0x80 | (cp & 0x3F));
     return 4;
 }
+
+/* The bytes at s that a UTF-8 decoder replaces with one U+FFFD: the
+ * longest start of a well-formed sequence there (Unicode's "maximal
+ * subpart"), at least 1. s does not start a whole valid character. */
+static size_t maximal_subpart(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0], lo = 0x80, hi = 0xbf;
+    size_t need;
+    if (c >= 0xc2 && c <= 0xdf) need = 1;
+    else if (c >= 0xe0 && c <= 0xef) need = 2, lo = c == 0xe0 ? 0xa0 : 0x80, hi = c == 0xed ? 0x9f : 0xbf;
+    else if (c >= 0xf0 && c <= 0xf4) need = 3, lo = c == 0xf0 ? 0x90 : 0x80, hi = c == 0xf4 ? 0x8f : 0xbf;
+    else return 1;
+    size_t i = 1;
+    if (i < n && s[i] >= lo && s[i] <= hi)
+        for (i++; i <= need && i < n && s[i] >= 0x80 && s[i] <= 0xbf; i++) {}
+    return i <= need ? i : 1;
+}
+
+void llm_utf8_sanitized(llm_strbuf *b, const char *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        size_t ok = llm_utf8_valid_prefix(s + i, n - i);
+        llm_sb_add(b, s + i, ok);
+        i += ok;
+        if (i < n) {
+            llm_sb_add(b, "\xef\xbf\xbd", 3);   /* U+FFFD */
+            i += maximal_subpart((const unsigned char *)s + i, n - i);
+        }
+    }
+}

@@ -17,6 +17,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "strbuf.h"
+
 /* One flag byte per code point. */
 enum {
     LLM_UC_L = 0x01,     /* \p{L} */
@@ -90,6 +92,11 @@ static inline size_t llm_utf8_decode(const char *str, size_t n, size_t i, uint32
     *cp = 0xFFFD;
     return 1;
 }
+
+/* Appends s[0..n) to b with what is not UTF-8 replaced by U+FFFD, one for
+ * each maximal subpart (as Unicode recommends and Python's
+ * errors="replace" does): text a model made, for JSON. */
+void llm_utf8_sanitized(llm_strbuf *b, const char *s, size_t n);
 
 /* Writes cp (<= U+10FFFF) as UTF-8 into out; returns the length (1-4). */
 size_t llm_utf8_encode(uint32_t cp, char out[4]);

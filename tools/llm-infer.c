@@ -10,6 +10,7 @@
 #include "infer.h"
 #include "strbuf.h"
 #include "tokenizer.h"
+#include "unicode.h"
 
 #include <errno.h>
 #include <inttypes.h>
@@ -135,8 +136,14 @@ static void *xmemdup(const void *p, size_t n)
 /* A choice's fields of a JSON line: "text" ... "finish_reason". */
 static void choice_json(llm_strbuf *b, const request *q, const llm_gen_result *r)
 {
+    /* a model can make bytes that are not UTF-8 (a character cut between
+     * tokens): JSON gets U+FFFD for them, as llm-serve writes them */
+    llm_strbuf clean = {0};
+    llm_utf8_sanitized(&clean, r->text, r->text_len);
+    llm_sb_add(&clean, "", 1);
     llm_sb_puts(b, "\"text\":");
-    llm_sb_json_string(b, r->text);
+    llm_sb_json_string(b, clean.data);
+    llm_sb_free(&clean);
     llm_sb_puts(b, ",\"ids\":[");
     for (size_t k = 0; k < r->n; k++) llm_sb_printf(b, k ? ",%u" : "%u", r->ids[k]);
     llm_sb_puts(b, "],\"logprobs\":[");

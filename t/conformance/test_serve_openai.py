@@ -201,16 +201,18 @@ def test_chat_max_tokens_defaults_to_the_rest_of_the_context(model, server, clie
 
 
 def test_lone_bytes_become_replacement_characters(model, client):
-    """Sampled text with bytes that are not UTF-8 (llm-infer writes them raw):
-    the answer carries each maximal invalid sequence as U+FFFD, as a UTF-8
-    decoder replaces them (Unicode's "maximal subparts", Python's
-    errors="replace"); the streamed deltas add up to the same text."""
+    """Sampled text with bytes that are not UTF-8: the answer carries each
+    maximal invalid sequence as U+FFFD, as a UTF-8 decoder replaces them
+    (Unicode's "maximal subparts", Python's errors="replace"), the same as
+    llm-infer's JSON lines; the streamed deltas add up to the same text."""
     kw = dict(model=NAME, prompt=PROMPT, max_tokens=24, temperature=1.5)
     seen = 0
     for seed in range(6):
         ref = infer(model, PROMPT, 24, "--temp", "1.5", "--seed", str(seed))
-        want = ref["text"].encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        seen += not utf8(ref["text"])
+        raw = run([BIN + "/llm-infer", model, "-p", PROMPT, "-n", "24", "--temp", "1.5", "--seed", str(seed)]).stdout
+        want = raw[:-1].decode("utf-8", "replace")   # the text as bytes (and its newline), decoded by Python
+        assert ref["text"] == want, seed
+        seen += "\ufffd" in want
         r = client.completions.create(**kw, seed=seed)
         assert r.choices[0].text == want, seed
         texts, _, _, _ = collect(client.completions.create(**kw, seed=seed, stream=True))

@@ -5,6 +5,8 @@
 #include "clock.h"
 #include "server.h"
 
+#include "unicode.h"
+
 #include <microhttpd.h>
 #include <netdb.h>
 #include <poll.h>
@@ -289,7 +291,7 @@ static enum MHD_Result tokenize(server *S, struct MHD_Connection *c, request_ctx
             llm_sb_free(&text);
             return respond_error(S, c, 400, "'tokens' must be an array of token ids of the model", "tokens");
         }
-        utf8_sanitized(&clean, text.data ? text.data : "", text.len);
+        llm_utf8_sanitized(&clean, text.data ? text.data : "", text.len);
         json_t *a = json_pack("{ss#}", "prompt", clean.data ? clean.data : "", clean.len);
         llm_ids_free(&ids);
         llm_sb_free(&text);

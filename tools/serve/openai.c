@@ -13,24 +13,10 @@
 
 /* ---- text ---- */
 
-void utf8_sanitized(llm_strbuf *b, const char *s, size_t n)
-{
-    size_t i = 0;
-    while (i < n) {
-        size_t ok = llm_utf8_valid_prefix(s + i, n - i);
-        llm_sb_add(b, s + i, ok);
-        i += ok;
-        if (i < n) {
-            llm_sb_add(b, "\xef\xbf\xbd", 3);   /* U+FFFD for the byte that is not UTF-8 */
-            i++;
-        }
-    }
-}
-
 static json_t *text_value(const char *s, size_t n)
 {
     llm_strbuf b = {0};
-    utf8_sanitized(&b, s, n);
+    llm_utf8_sanitized(&b, s, n);
     json_t *v = json_stringn(b.data ? b.data : "", b.len);
     llm_sb_free(&b);
     return v;

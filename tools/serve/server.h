@@ -132,8 +132,6 @@ char *answer_json(server *S, job *j);
 void stream_chunks(server *S, job *j, llm_strbuf *out, int *end);
 /* {"error":{...}} (malloc'd) */
 char *error_json(const char *message, const char *type, const char *param, const char *code);
-/* Appends s[0..n) to b with invalid UTF-8 replaced by U+FFFD. */
-void utf8_sanitized(llm_strbuf *b, const char *s, size_t n);
 
 /* metrics.c: the Prometheus text (under the lock) */
 char *metrics_text(server *S);
