@@ -91,14 +91,19 @@ static int fill_converted(void *ctx, void *out, uint64_t nbytes, llm_err *err)
 {
     fill_job *j = ctx;
     uint64_t n = llm_cv_nelem(j->t);
-    if (j->to == LLM_F32 && j->t->dtype != LLM_F32) return llm_cv_floats(j->t, out, &j->buf, &j->cap, err);
-    float *f = malloc(n * sizeof *f + 4);
-    if (!f) return llm_errf(err, "out of memory");
-    int rc = llm_cv_floats(j->t, f, &j->buf, &j->cap, err);
-    if (!rc && j->to == LLM_F32) memcpy(out, f, nbytes);
-    else if (!rc && j->to == LLM_F16) llmk_f32_to_f16(out, f, n);
-    else if (!rc) llmk_f32_to_bf16(out, f, n);
-    free(f);
+    int rc;
+    if (j->to == LLM_F32 && j->t->dtype != LLM_F32) {
+        rc = llm_cv_floats(j->t, out, &j->buf, &j->cap, err);
+    } else {
+        float *f = malloc(n * sizeof *f + 4);
+        rc = f ? llm_cv_floats(j->t, f, &j->buf, &j->cap, err) : llm_errf(err, "out of memory");
+        if (!rc && j->to == LLM_F32) memcpy(out, f, nbytes);
+        else if (!rc && j->to == LLM_F16) llmk_f32_to_f16(out, f, n);
+        else if (!rc) llmk_f32_to_bf16(out, f, n);
+        free(f);
+    }
+    free(j->buf);   /* one tensor at a time: the source's bytes go with it */
+    j->buf = NULL, j->cap = 0;
     return rc;
 }
 
