@@ -12,7 +12,7 @@ OPT     ?= -O2 -g
 CFLAGS  ?= $(OPT)
 WARN    := -Wall -Wextra -Wshadow -Wstrict-prototypes -Wno-unused-parameter
 ALL_CFLAGS := -std=gnu11 -D_GNU_SOURCE -pthread $(WARN) -Ilib -Ikernels $(CFLAGS)
-LDLIBS  := -lmsgpackc -ljansson -lpcre2-8 -lutf8proc -larchive -lxxhash -lm -pthread
+LDLIBS  := -lmsgpackc -ljansson -lpcre2-8 -lutf8proc -larchive -lxxhash -lprotobuf-c -lm -pthread
 
 # CUDA: compiled wherever nvcc exists, GPU or not.
 NVCC    ?= $(shell command -v nvcc 2>/dev/null || { test -x /usr/local/cuda/bin/nvcc && echo /usr/local/cuda/bin/nvcc; })
@@ -30,6 +30,12 @@ KERNEL_OBJ  := $(patsubst %.c,build/%.o,$(KERNEL_SRC))
 ifneq ($(NVCC),)
 KERNEL_OBJ  += $(patsubst %.cu,build/%.cu.o,$(CUDA_SRC))
 endif
+# ONNX (llm-convert --to onnx): protoc-c makes C from lib/onnx/onnx-subset.proto
+# at build time, into build/onnx/. Only lib/onnx/*.c include it (lib/*.c are
+# also built without build/, by t/fuzz/run); all of it goes into libllmux.a.
+ONNX_SRC    := $(sort $(wildcard lib/onnx/*.c))
+ONNX_OBJ    := build/onnx/onnx-subset.pb-c.o $(patsubst %.c,build/%.o,$(ONNX_SRC))
+LIB_OBJ     += $(ONNX_OBJ)
 UNIT_SRC    := $(sort $(wildcard t/unit/test_*.c))
 UNIT_BIN    := $(patsubst t/unit/%.c,build/t/%,$(UNIT_SRC))
 HELPER_SRC  := $(sort $(wildcard t/helpers/*.c))
@@ -55,6 +61,20 @@ build/%.o: %.c $(wildcard lib/*.h kernels/*.h t/unit/*.h)
 build/%.cu.o: %.cu kernels/llmk.h
 	@mkdir -p $(dir $@)
 	$(NVCC) $(NVCCFLAGS) -c $< -o $@
+
+# a pattern rule with two targets: one run of protoc-c makes both
+build/onnx/%.pb-c.c build/onnx/%.pb-c.h: lib/onnx/%.proto
+	@mkdir -p build/onnx
+	protoc-c --proto_path=lib/onnx --c_out=build/onnx $<
+
+build/onnx/onnx-subset.pb-c.o: build/onnx/onnx-subset.pb-c.c build/onnx/onnx-subset.pb-c.h
+	$(CC) $(ALL_CFLAGS) -Ibuild/onnx -c $< -o $@
+
+build/lib/onnx/%.o: lib/onnx/%.c build/onnx/onnx-subset.pb-c.h $(wildcard lib/*.h lib/onnx/*.h kernels/*.h)
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -Ibuild/onnx -c $< -o $@
+
+build/lib/cv_onnx.o: $(wildcard lib/onnx/*.h)
 
 lib/libllmux.a: $(LIB_OBJ)
 	rm -f $@ && ar rcs $@ $^
