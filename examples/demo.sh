@@ -119,3 +119,14 @@ curl -s "$url/metrics" | grep -E '^llmux_(generation_tokens_total|kv_blocks_tota
 kill "$serve_pid"
 wait "$serve_pid"
 tail -n 1 "$out/serve.log"
+
+step "llm-convert: to a Hugging Face directory and to GGUF (the q8_0 blocks copied as they are), and back"
+rm -rf "$out/hf"
+llm-convert "$out/gpt2-tiny.safetensors" --to hf -o "$out/hf"
+ls "$out/hf"
+llm-convert "$out/hf" --to llmux -o "$out/from-hf.safetensors"
+llm-convert "$out/gpt2-tiny-q8_0.safetensors" --to gguf -o "$out/gpt2-tiny-q8_0.gguf"
+llm-convert "$out/gpt2-tiny-q8_0.gguf" --to llmux -o "$out/from-gguf.safetensors"
+for m in gpt2-tiny from-hf gpt2-tiny-q8_0 from-gguf; do
+    printf '%-16s ' "$m"; llm-infer "$out/$m.safetensors" -p "In the beginning" -n 12 --temp 0
+done
