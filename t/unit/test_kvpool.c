@@ -1130,6 +1130,38 @@ static int same_as_alone(const char *path, const collect *c, size_t r, size_t ch
     return 1;
 }
 
+/* A model with a KV budget of `budget` blocks, its tokenizer, and a
+ * generator of 4 sequences reporting into c (emptied). */
+typedef struct {
+    llm_infer *m;
+    llm_tokenizer *tok;
+    llm_gen *g;
+    size_t V;
+} gen_fixture;
+
+static int gen_open(gen_fixture *f, const char *path, size_t budget, collect *c)
+{
+    llm_err err;
+    memset(f, 0, sizeof *f);
+    memset(c, 0, sizeof *c);
+    if (!(f->m = open_model(path))) return -1;
+    f->V = llm_infer_config(f->m)->vocab_size;
+    if (llm_tok_load(path, NULL, &f->tok, &err) || llm_infer_kv_limit(f->m, budget, &err) ||
+        !(f->g = llm_gen_new(f->m, f->tok, 4, on_event, c, &err))) {
+        llm_tok_free(f->tok);
+        llm_infer_close(f->m);
+        return -1;
+    }
+    return 0;
+}
+
+static void gen_close(gen_fixture *f)
+{
+    llm_gen_free(f->g);
+    llm_tok_free(f->tok);
+    llm_infer_close(f->m);
+}
+
 /* A budget too small for two requests at once: the second waits, both
  * complete with their tokens alone; a request that could need more than
  * the budget is refused. */
@@ -1137,14 +1169,12 @@ TEST(gen_budget_waits)
 {
     for (int mi = 0; mi < 2; mi++) {
         llm_err err;
-        llm_infer *m = open_model(paths[mi]);
-        llm_tokenizer *tok = NULL;
-        if (!m || llm_tok_load(paths[mi], NULL, &tok, &err)) { CHECK(0); llm_infer_close(m); continue; }
-        size_t V = llm_infer_config(m)->vocab_size;
-        CHECK(llm_infer_kv_limit(m, 3, &err) == 0);
         static collect c;
-        memset(&c, 0, sizeof c);
-        llm_gen *g = llm_gen_new(m, tok, 4, on_event, &c, &err);
+        gen_fixture f;
+        if (gen_open(&f, paths[mi], 3, &c)) { CHECK(0); continue; }
+        llm_infer *m = f.m;
+        llm_gen *g = f.g;
+        size_t V = f.V;
         uint32_t p1[20], p2[20], p3[20];
         random_tokens(p1, 20, V), random_tokens(p2, 20, V), random_tokens(p3, 20, V);
         llm_gen_params a = gparams(30, 5, 1), b = gparams(30, 6, 1);   /* 50 positions: 2 blocks each */
@@ -1180,9 +1210,7 @@ TEST(gen_budget_waits)
         llm_gen_stats(g, &gc);
         CHECK_EQ_U64(gc.kv_reserved, 0);
         CHECK_EQ_U64(kv_used(m), 0);
-        llm_gen_free(g);
-        llm_tok_free(tok);
-        llm_infer_close(m);
+        gen_close(&f);
     }
 }
 
@@ -1193,14 +1221,12 @@ TEST(gen_budget_exact_for_samples)
 {
     for (int mi = 0; mi < 2; mi++) {
         llm_err err;
-        llm_infer *m = open_model(paths[mi]);
-        llm_tokenizer *tok = NULL;
-        if (!m || llm_tok_load(paths[mi], NULL, &tok, &err)) { CHECK(0); llm_infer_close(m); continue; }
-        size_t V = llm_infer_config(m)->vocab_size;
-        CHECK(llm_infer_kv_limit(m, 3, &err) == 0);
         static collect c;
-        memset(&c, 0, sizeof c);
-        llm_gen *g = llm_gen_new(m, tok, 4, on_event, &c, &err);
+        gen_fixture f;
+        if (gen_open(&f, paths[mi], 3, &c)) { CHECK(0); continue; }
+        llm_infer *m = f.m;
+        llm_gen *g = f.g;
+        size_t V = f.V;
         uint32_t p[40];
         random_tokens(p, 40, V);
         llm_gen_params a = gparams(10, 9, 2);
@@ -1216,9 +1242,9 @@ TEST(gen_budget_exact_for_samples)
             CHECK(same_as_alone(paths[mi], &c, 0, 1, p, 40, &a));
         }
         llm_gen_free(g);
-        CHECK_EQ_U64(kv_used(m), 0);
-        llm_tok_free(tok);
-        llm_infer_close(m);
+        f.g = NULL;
+        CHECK_EQ_U64(kv_used(m), 0);   /* with the generator gone */
+        gen_close(&f);
     }
 }
 
@@ -1228,14 +1254,12 @@ TEST(gen_cancel)
 {
     for (int mi = 0; mi < 2; mi++) {
         llm_err err;
-        llm_infer *m = open_model(paths[mi]);
-        llm_tokenizer *tok = NULL;
-        if (!m || llm_tok_load(paths[mi], NULL, &tok, &err)) { CHECK(0); llm_infer_close(m); continue; }
-        size_t V = llm_infer_config(m)->vocab_size;
-        CHECK(llm_infer_kv_limit(m, 6, &err) == 0);
         static collect c;
-        memset(&c, 0, sizeof c);
-        llm_gen *g = llm_gen_new(m, tok, 4, on_event, &c, &err);
+        gen_fixture f;
+        if (gen_open(&f, paths[mi], 6, &c)) { CHECK(0); continue; }
+        llm_infer *m = f.m;
+        llm_gen *g = f.g;
+        size_t V = f.V;
         uint32_t p0[20], p1[30], p2[40], p3[10];
         random_tokens(p0, 20, V), random_tokens(p1, 30, V), random_tokens(p2, 40, V), random_tokens(p3, 10, V);
         llm_gen_params a = gparams(40, 1, 1);   /* 60: 2 blocks */
@@ -1308,9 +1332,7 @@ TEST(gen_cancel)
         CHECK(run_gen(g, m, 100, NULL) == 0);
         CHECK_EQ_U64(c.done[6], 2);   /* choices 0 and 1 recorded */
         CHECK_EQ_U64(kv_used(m), 0);
-        llm_gen_free(g);
-        llm_tok_free(tok);
-        llm_infer_close(m);
+        gen_close(&f);
     }
 }
 
@@ -1321,14 +1343,12 @@ TEST(gen_share_prefixes)
 {
     for (int mi = 0; mi < 2; mi++) {
         llm_err err;
-        llm_infer *m = open_model(paths[mi]);
-        llm_tokenizer *tok = NULL;
-        if (!m || llm_tok_load(paths[mi], NULL, &tok, &err)) { CHECK(0); llm_infer_close(m); continue; }
-        size_t V = llm_infer_config(m)->vocab_size;
-        CHECK(llm_infer_kv_limit(m, 8, &err) == 0);
         static collect c;
-        memset(&c, 0, sizeof c);
-        llm_gen *g = llm_gen_new(m, tok, 4, on_event, &c, &err);
+        gen_fixture f;
+        if (gen_open(&f, paths[mi], 8, &c)) { CHECK(0); continue; }
+        llm_infer *m = f.m;
+        llm_gen *g = f.g;
+        size_t V = f.V;
         llm_gen_share_prefixes(g, 1);
         uint32_t p0[70], p1[75];
         random_tokens(p0, 70, V);
@@ -1357,9 +1377,7 @@ TEST(gen_share_prefixes)
                                                                                          : "different tokens");
         else
             CHECK(0);
-        llm_gen_free(g);
-        llm_tok_free(tok);
-        llm_infer_close(m);
+        gen_close(&f);
     }
 }
 
