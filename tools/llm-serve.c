@@ -112,9 +112,9 @@ int main(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
 
     static server S;
-    S.model_path = args[0], S.host = host, S.api_key = api_key, S.chat_name = chat_name;
+    S.model_path = args[0], S.host = host, S.api_key = api_key;
     S.port = (unsigned)port, S.max_seqs = (size_t)max_seqs, S.max_body = max_body, S.max_n = (size_t)max_n;
-    S.max_queue = (size_t)max_queue, S.max_tokens = (size_t)max_tokens, S.timeout = timeout_s, S.drain = drain_s;
+    S.max_queue = (size_t)max_queue, S.max_tokens = (size_t)max_tokens, S.timeout = timeout_s;
     char *name = model_name ? strdup(model_name) : default_name(args[0]);
     if (!name) llm_die("out of memory");
     S.model_name = name;

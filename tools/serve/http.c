@@ -38,11 +38,10 @@ static enum MHD_Result queue(server *S, struct MHD_Connection *c, unsigned statu
     return ok;
 }
 
-/* The methods the path of a 405 takes (set by route; one connection, one thread). */
-static __thread const char *allowed = "GET, POST";
-
-static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned status, const char *type, char *data,
-                               size_t len)
+/* Answers status with data (malloc'd, taken) of content type type, and an
+ * Allow header when allow is not NULL (405). */
+static enum MHD_Result respond_allow(server *S, struct MHD_Connection *c, unsigned status, const char *type, char *data,
+                                     size_t len, const char *allow)
 {
     struct MHD_Response *r =
         MHD_create_response_from_buffer(data ? len : 0, data ? data : (void *)"", data ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
@@ -51,8 +50,14 @@ static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned sta
         return MHD_NO;
     }
     MHD_add_response_header(r, MHD_HTTP_HEADER_CONTENT_TYPE, type);
-    if (status == MHD_HTTP_METHOD_NOT_ALLOWED) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allowed);
+    if (allow) MHD_add_response_header(r, MHD_HTTP_HEADER_ALLOW, allow);
     return queue(S, c, status, r);
+}
+
+static enum MHD_Result respond(server *S, struct MHD_Connection *c, unsigned status, const char *type, char *data,
+                               size_t len)
+{
+    return respond_allow(S, c, status, type, data, len, NULL);
 }
 
 static enum MHD_Result respond_json(server *S, struct MHD_Connection *c, unsigned status, json_t *v)
@@ -63,8 +68,9 @@ static enum MHD_Result respond_json(server *S, struct MHD_Connection *c, unsigne
     return respond(S, c, status, "application/json", s, strlen(s));
 }
 
-static enum MHD_Result respond_error(server *S, struct MHD_Connection *c, unsigned status, const char *message,
-                                     const char *param)
+/* {"error":...} with status; allow: the methods of a 405's path. */
+static enum MHD_Result respond_error_allow(server *S, struct MHD_Connection *c, unsigned status, const char *message,
+                                           const char *param, const char *allow)
 {
     const char *type = status == 401 ? "authentication_error"
                        : status == 404 ? "not_found_error"
@@ -76,7 +82,13 @@ static enum MHD_Result respond_error(server *S, struct MHD_Connection *c, unsign
                        : strstr(message, "maximum context length") ? "context_length_exceeded"
                                                                    : NULL;
     char *s = error_json(message, type, param, code);
-    return respond(S, c, status, "application/json", s, s ? strlen(s) : 0);
+    return respond_allow(S, c, status, "application/json", s, s ? strlen(s) : 0, allow);
+}
+
+static enum MHD_Result respond_error(server *S, struct MHD_Connection *c, unsigned status, const char *message,
+                                     const char *param)
+{
+    return respond_error_allow(S, c, status, message, param, NULL);
 }
 
 /* ---- the client ---- */
@@ -344,9 +356,8 @@ static enum MHD_Result route(server *S, struct MHD_Connection *c, const char *ur
     int head = !strcmp(method, "HEAD") && !strcmp(routes[k].method, "GET");   /* MHD sends the headers only */
     if (strcmp(routes[k].method, method) && !head) {
         char m[64];
-        allowed = !strcmp(routes[k].method, "GET") ? "GET, HEAD" : "POST";
         snprintf(m, sizeof m, "%s %s: use %s", method, routes[k].path, routes[k].method);
-        return respond_error(S, c, 405, m, NULL);
+        return respond_error_allow(S, c, 405, m, NULL, !strcmp(routes[k].method, "GET") ? "GET, HEAD" : "POST");
     }
     if (rq->too_big) return respond_error(S, c, 413, "the request body is larger than --max-body", NULL);
     if (k == 0) {

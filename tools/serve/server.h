@@ -88,10 +88,10 @@ typedef struct job {
 
 typedef struct {
     /* options */
-    const char *model_path, *host, *api_key, *model_name, *chat_name;
+    const char *model_path, *host, *api_key, *model_name;
     unsigned port;
-    size_t max_seqs, kv_blocks, max_body, max_n, max_queue, max_tokens;   /* max_tokens 0: the context */
-    double timeout, drain;
+    size_t max_seqs, max_body, max_n, max_queue, max_tokens;   /* max_tokens 0: the context */
+    double timeout;
     /* the model (set before ready) */
     llm_infer *m;
     llm_tokenizer *tok;
